@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto'
+import type { Writable } from 'node:stream'
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import pino, { type Logger } from 'pino'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Config } from './config.js'
+import configPlugin from './plugins/config.js'
+import errorHandler from './plugins/error-handler.js'
+import db from './plugins/db.js'
+import bootEnvelope from './plugins/boot-envelope.js'
+import healthRoutes from './routes/health/index.js'
+
+export interface BuildOptions {
+  /** The process logger (server.ts shares it with the boot steps before the app exists). */
+  logger?: Logger
+  /** Where log lines go when no logger is given (tests capture them); defaults to stdout. */
+  logStream?: Writable
+}
+
+// Secrets never reach the logs, whatever a future log call passes in.
+const SECRET_KEYS = ['password', 'currentPassword', 'newPassword', 'refreshToken', 'accessToken', 'token', 'secret', 'CRON_SECRET']
+export const REDACT = [
+  'req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]',
+  ...SECRET_KEYS, ...SECRET_KEYS.map(k => `*.${k}`)
+]
+
+// A client's X-Request-Id is kept when it is a sane token, so traces join across services.
+const REQUEST_ID = /^[\w.:-]{1,64}$/
+
+// One line per request, when it completes (Fastify's default writes two).
+class OneLinePerRequest extends LogController {
+  override incomingRequest () {}
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply) {
+    const line = { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }
+    if (error) reply.log.error({ ...line, err: error }, 'request errored')
+    else reply.log.info(line, 'request completed')
+  }
+}
+
+/** JSON lines in production; pretty output only for a developer's terminal. */
+export function createLogger (config: Config, stream?: Writable): Logger {
+  const options = { level: config.LOG_LEVEL, redact: { paths: REDACT, censor: '[redacted]' } }
+  if (stream) return pino(options, stream)
+  if (config.NODE_ENV === 'development' && process.stdout.isTTY) {
+    return pino({ ...options, transport: { target: 'pino-pretty', options: { translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } })
+  }
+  return pino(options)
+}
+
+/**
+ * The whole service as one Fastify instance, plugins registered in dependency order (their
+ * onClose hooks run in reverse, so the pool ends last). It never listens: server.ts does.
+ */
+export async function buildApp (config: Config, opts: BuildOptions = {}) {
+  const app = Fastify({
+    loggerInstance: opts.logger ?? createLogger(config, opts.logStream),
+    logController: new OneLinePerRequest(),
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    bodyLimit: config.BODY_LIMIT,
+    trustProxy: config.TRUST_PROXY,
+    return503OnClosing: false,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+
+  await app.register(configPlugin, { config })
+  await app.register(errorHandler)
+  await app.register(db)
+  await app.register(bootEnvelope)
+
+  await app.register(healthRoutes)
+  return app
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>
+
+/**
+ * What SIGTERM does: readiness answers "draining" at once so the balancer stops sending new
+ * work, an optional delay covers endpoint propagation, then close lets the requests in
+ * flight finish and runs the plugins' onClose hooks in reverse (the pool ends last).
+ */
+export async function gracefulClose (app: App, drainDelayMs = 0) {
+  app.bootEnvelope.drain()
+  if (drainDelayMs > 0) await new Promise(resolve => setTimeout(resolve, drainDelayMs))
+  await app.close()
+}

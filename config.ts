@@ -1,0 +1,116 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+// Every environment variable the service reads, in one schema. Keys are the variable
+// names themselves, so an error message names exactly what the operator has to fix.
+const Int = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  Type.Integer({ default: def, minimum: min, maximum: max })
+const Bool = (def: boolean) => Type.Boolean({ default: def })
+const PostgresUrl = Type.String({ minLength: 1, description: 'postgres:// URL' })
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
+  PORT: Int(3000, 0, 65535),
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+
+  DATABASE_URL: Type.Optional(PostgresUrl),
+  DATABASE_DIRECT_URL: Type.Optional(PostgresUrl),
+  MIGRATION_DATABASE_URL: Type.Optional(PostgresUrl),
+  DB_MAX_CONNECTIONS: Int(20, 1, 1000),
+  DB_IDLE_TIMEOUT: Int(30_000, 0),
+  DB_CONNECTION_TIMEOUT: Int(5_000, 1),
+  DB_STATEMENT_TIMEOUT: Int(10_000, 0),
+  MIGRATE_ON_BOOT: Bool(true),
+
+  DATA_DIR: Type.String({ default: '.data', minLength: 1 }),
+  EMBEDDED_PG_PORT: Int(54329, 1, 65535),
+
+  READINESS_CHECK_INTERVAL_MS: Int(2_000, 50),
+  SHUTDOWN_TIMEOUT_MS: Int(10_000, 100),
+  SHUTDOWN_DRAIN_DELAY_MS: Int(0, 0),
+  BODY_LIMIT: Int(1_048_576, 1024),
+  TRUST_PROXY: Bool(false),
+
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  ENTITLEMENT_CACHE_TTL_MS: Int(60_000, 0),
+  ENTITLEMENT_BROADCAST_ENABLED: Bool(false),
+  ENABLE_SCHEDULER: Bool(false),
+  ENABLE_INTERNAL_CRON: Bool(false),
+  CRON_SECRET: Type.Optional(Type.String({ minLength: 1 }))
+})
+
+export type Config = Readonly<Static<typeof ConfigSchema>>
+
+export class ConfigError extends Error {
+  constructor (readonly variable: string, readonly reason: string) {
+    super(`invalid configuration: ${variable} ${reason}`)
+    this.name = 'ConfigError'
+  }
+}
+
+// Accepted spellings of booleans in the environment (ENABLE_SCHEDULER=1 as the seed writes it).
+const TRUE = new Set(['1', 'true', 'yes', 'on'])
+const FALSE = new Set(['0', 'false', 'no', 'off'])
+
+function coerce (key: string, schema: TSchema, raw: string): unknown {
+  if (schema.type === 'integer') {
+    if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(key, `must be an integer, got ${JSON.stringify(raw)}`)
+    return Number(raw)
+  }
+  if (schema.type === 'boolean') {
+    const v = raw.trim().toLowerCase()
+    if (TRUE.has(v)) return true
+    if (FALSE.has(v)) return false
+    throw new ConfigError(key, `must be a boolean (true/false/1/0), got ${JSON.stringify(raw)}`)
+  }
+  return raw
+}
+
+function checkPostgresUrl (key: string, value: string | undefined) {
+  if (value === undefined) return
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError(key, 'is not a valid URL (expected postgres://user:password@host:port/database)')
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(key, `must use the postgres:// scheme, got ${url.protocol}`)
+  }
+  if (url.hostname === '' && !url.searchParams.has('host')) throw new ConfigError(key, 'has no host')
+}
+
+/**
+ * Builds the typed, frozen config from an environment-like object. Pure: tests pass a
+ * plain object and never touch process.env. Unset and empty variables take their defaults.
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env, overrides: Partial<Config> = {}): Config {
+  const input: Record<string, unknown> = {}
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const raw = env[key]
+    if (raw !== undefined && raw !== '') input[key] = coerce(key, schema as TSchema, raw)
+  }
+  Object.assign(input, overrides)
+  const withDefaults = Value.Default(ConfigSchema, input)
+  const first = Value.Errors(ConfigSchema, withDefaults).First()
+  if (first) {
+    const key = first.path.replace(/^\//, '') || '(config)'
+    throw new ConfigError(key, `${first.message.replace(/^Expected/, 'expected')} (got ${JSON.stringify(first.value)})`)
+  }
+  const config = withDefaults as Static<typeof ConfigSchema>
+  for (const key of ['DATABASE_URL', 'DATABASE_DIRECT_URL', 'MIGRATION_DATABASE_URL'] as const) {
+    checkPostgresUrl(key, config[key])
+  }
+  return Object.freeze(config)
+}
+
+/** The three connection strings, with DESIGN.md's fallbacks applied. */
+export function databaseUrls (config: Config) {
+  if (!config.DATABASE_URL) throw new ConfigError('DATABASE_URL', 'is required here (server.ts fills it with the embedded Postgres when unset)')
+  return {
+    runtime: config.DATABASE_URL,
+    direct: config.DATABASE_DIRECT_URL ?? config.DATABASE_URL,
+    migration: config.MIGRATION_DATABASE_URL ?? config.DATABASE_URL
+  }
+}

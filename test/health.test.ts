@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { after, test } from 'node:test'
+import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
+
+const db = await createTestDatabase()
+
+test('liveness is 200 without auth or database; readiness lists its checks', async () => {
+  const app = await buildTestApp(testConfig(db))
+  const live = await app.inject('/health')
+  assert.equal(live.statusCode, 200)
+  assert.deepEqual(live.json(), { status: 'ok' })
+  const ready = await app.inject('/api/v1/health')
+  assert.equal(ready.statusCode, 200)
+  const body = ready.json()
+  assert.equal(body.status, 'ready')
+  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role'])
+  assert.ok(body.checks.every((c: { ok: boolean }) => c.ok))
+})
+
+test('database down: liveness 200, readiness 503 naming the check; back by itself when it returns', async () => {
+  const target = new URL(db.runtimeUrl)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  after(() => proxy.close())
+  const app = await buildTestApp(testConfig(db, {
+    DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
+    MIGRATION_DATABASE_URL: viaPort(db.ownerUrl, proxy.port),
+    READINESS_CHECK_INTERVAL_MS: 100,
+    DB_CONNECTION_TIMEOUT: 500
+  }))
+  assert.equal((await app.inject('/api/v1/health')).statusCode, 200)
+
+  proxy.down()
+  const down = await waitFor(async () => {
+    const res = await app.inject('/api/v1/health')
+    return res.statusCode === 503 ? res : undefined
+  }, { what: 'readiness 503' })
+  const body = down.json()
+  assert.equal(body.status, 'unavailable')
+  const failed = body.checks.find((c: { name: string }) => c.name === 'database')
+  assert.equal(failed.ok, false)
+  assert.doesNotMatch(JSON.stringify(body), /govula_app|password|127\.0\.0\.1/, 'no hosts or credentials in a public answer')
+  assert.equal((await app.inject('/health')).statusCode, 200, 'liveness never depends on the database')
+
+  proxy.up()
+  await waitFor(async () => (await app.inject('/api/v1/health')).statusCode === 200, { what: 'readiness back to 200' })
+})
+
+test('database unreachable at boot: the app still boots, unready, and recovers', async () => {
+  const target = new URL(db.runtimeUrl)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  after(() => proxy.close())
+  proxy.down()
+  const app = await buildTestApp(testConfig(db, {
+    DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
+    MIGRATION_DATABASE_URL: viaPort(db.ownerUrl, proxy.port),
+    READINESS_CHECK_INTERVAL_MS: 100,
+    DB_CONNECTION_TIMEOUT: 500
+  }))
+  const res = await app.inject('/api/v1/health')
+  assert.equal(res.statusCode, 503)
+  assert.equal((await app.inject('/health')).statusCode, 200)
+  proxy.up()
+  await waitFor(async () => (await app.inject('/api/v1/health')).statusCode === 200, { what: 'readiness after the database appears' })
+})
+
+test('an unsafe runtime role keeps the instance unready', async () => {
+  // The owner role owns the tables (RLS would not bind it): not fit to serve requests.
+  const asOwner = await buildTestApp(testConfig(db, { DATABASE_URL: db.ownerUrl }))
+  const owner = (await asOwner.inject('/api/v1/health')).json()
+  assert.equal(owner.status, 'unavailable')
+  assert.match(owner.checks.find((c: { name: string }) => c.name === 'runtime-role').detail, /govula_owner owns \d+ relations, owns the database/)
+  // A superuser ignores row-level security altogether.
+  const asSuper = await buildTestApp(testConfig(db, { DATABASE_URL: db.adminUrl }))
+  const sup = (await asSuper.inject('/api/v1/health')).json()
+  assert.equal(sup.status, 'unavailable')
+  assert.match(sup.checks.find((c: { name: string }) => c.name === 'runtime-role').detail, /is superuser/)
+})
