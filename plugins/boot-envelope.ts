@@ -26,8 +26,10 @@ export default fp(async (fastify) => {
   for (const check of checks) envelope.addCheck(check)
   fastify.decorate('bootEnvelope', envelope)
 
+  // The first round runs in the background: the port opens (liveness answers) even while a
+  // migration by another replica holds the lock or the database is still coming up.
   fastify.addHook('onReady', async () => {
-    await envelope.refresh()
+    envelope.refresh().catch(() => {})
     envelope.start(config.READINESS_CHECK_INTERVAL_MS)
   })
 

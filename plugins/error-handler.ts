@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { AppError, errorCatalog, isDatabaseUnavailable, problemType, type ErrorCode, type Problem } from '../errors.js'
+import { AppError, errorCatalog, isDatabaseUnavailable, problem, type ErrorCode } from '../errors.js'
 
 declare module 'fastify' {
   interface FastifyReply {
@@ -18,6 +18,19 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_VALIDATION: 'VALIDATION_FAILED'
 }
 
+// The generic code for a bare 4xx status from a plugin.
+const STATUS_CODES: Record<number, ErrorCode> = {
+  400: 'BAD_REQUEST',
+  401: 'AUTH_UNAUTHENTICATED',
+  403: 'AUTH_FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED'
+}
+
 function fieldOf (context: string | undefined, v: { instancePath: string, params?: Record<string, unknown> }): string {
   const path = v.instancePath.split('/').filter(Boolean)
   const extra = v.params?.missingProperty ?? v.params?.additionalProperty
@@ -26,11 +39,10 @@ function fieldOf (context: string | undefined, v: { instancePath: string, params
 }
 
 function send (request: FastifyRequest, reply: FastifyReply, code: ErrorCode, detail: string, extra: AppError['extra'] = {}) {
-  const { status, title } = errorCatalog[code]
-  const body: Problem = { type: problemType(code), title, status, code, detail, requestId: request.id }
+  const body = problem(code, detail, request.id)
   if (extra.errors) body.errors = extra.errors
   if (extra.headers) reply.headers(extra.headers)
-  return reply.code(status).type('application/problem+json').send(body)
+  return reply.code(body.status).type('application/problem+json').send(body)
 }
 
 /** One error shape on the wire: every 4xx/5xx leaves as problem+json with a registry code. */
@@ -55,10 +67,7 @@ export default fp(async (fastify) => {
     }
     // Any other error a plugin raised with a 4xx status (rate limiter, body parsers…).
     const status = error.statusCode ?? 500
-    if (status >= 400 && status < 500) {
-      const code = (Object.keys(errorCatalog) as ErrorCode[]).find(c => errorCatalog[c].status === status) ?? 'BAD_REQUEST'
-      return send(request, reply, code, error.message)
-    }
+    if (status >= 400 && status < 500) return send(request, reply, STATUS_CODES[status] ?? 'BAD_REQUEST', error.message)
     request.log.error({ err: error }, 'unhandled error')
     return send(request, reply, 'INTERNAL', 'an unexpected error occurred; quote the requestId when reporting it')
   })

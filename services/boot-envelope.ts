@@ -1,3 +1,4 @@
+import { isDatabaseUnavailable } from '../errors.js'
 import type { Logger } from './logger.js'
 
 export interface CheckResult { name: string, ok: boolean, detail: string }
@@ -24,9 +25,10 @@ export interface BootEnvelope {
 /** Detail for a failed check without hosts, credentials or SQL: a probe answer is public. */
 export function describeFailure (err: unknown): string {
   if (!(err instanceof Error)) return 'failed'
-  const code = (err as { code?: unknown }).code
   if (err.name === 'MigrationError' || err.name === 'CheckFailure') return err.message
-  return typeof code === 'string' ? `unreachable (${code})` : `failed (${err.message.replace(/\S+@\S+/g, '…').slice(0, 120)})`
+  const code = (err as { code?: unknown }).code
+  const label = isDatabaseUnavailable(err) ? 'unreachable' : 'failed'
+  return typeof code === 'string' ? `${label} (${code})` : `${label} (${err.message.replace(/\S+@\S+/g, '…').slice(0, 120)})`
 }
 
 export class CheckFailure extends Error {

@@ -8,15 +8,19 @@ interface RoleRow {
   rolsuper: boolean
   rolbypassrls: boolean
   owned_relations: number
+  can_create: boolean
   owns_database: boolean
 }
 
 // The runtime role must not be able to step around row-level security: a superuser or a
-// BYPASSRLS role ignores policies, and a table owner is exempt unless FORCE is set.
+// BYPASSRLS role ignores policies, a table owner (or a member of the owner role) is exempt
+// unless FORCE is set and can drop the policy anyway, and CREATE on the schema lets it make
+// objects of its own.
 const ROLE_SQL = `
 SELECT current_user AS user, r.rolsuper, r.rolbypassrls,
-       (SELECT count(*)::int FROM pg_class c WHERE c.relowner = r.oid
-          AND c.relnamespace = 'public'::regnamespace) AS owned_relations,
+       (SELECT count(*)::int FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+          AND pg_has_role(r.oid, c.relowner, 'USAGE')) AS owned_relations,
+       has_schema_privilege(r.oid, 'public', 'CREATE') AS can_create,
        (SELECT d.datdba = r.oid FROM pg_database d WHERE d.datname = current_database()) AS owns_database
 FROM pg_roles r WHERE r.rolname = current_user`
 
@@ -62,6 +66,7 @@ export function databaseChecks ({ pool, migrations, migrateWith, log }: Database
           role.rolsuper && 'is superuser',
           role.rolbypassrls && 'has BYPASSRLS',
           role.owned_relations > 0 && `owns ${role.owned_relations} relations`,
+          role.can_create && 'may create objects in schema public',
           role.owns_database && 'owns the database'
         ].filter(Boolean)
         if (problems.length) throw new CheckFailure(`role ${role.user} ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)

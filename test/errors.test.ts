@@ -10,14 +10,15 @@ const app = await buildTestApp(testConfig(db, { LOG_LEVEL: 'info', BODY_LIMIT: 2
   logs,
   setup (app) {
     app.post('/echo', {
+      config: { auth: false },
       schema: {
         body: Type.Object({ email: Type.String({ format: 'email' }), n: Type.Integer({ minimum: 1 }) }, { additionalProperties: false }),
         response: { 200: Type.Object({ ok: Type.Boolean() }) }
       }
     }, async () => ({ ok: true }))
-    app.get('/boom', async () => { throw new Error('SELECT secret FROM internals failed at /srv/app.ts:12') })
-    app.get('/conflict', async () => { throw new AppError('CONFLICT', 'already there') })
-    app.get('/db-down', async () => { throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' }) })
+    app.get('/boom', { config: { auth: false } }, async () => { throw new Error('SELECT secret FROM internals failed at /srv/app.ts:12') })
+    app.get('/conflict', { config: { auth: false } }, async () => { throw new AppError('CONFLICT', 'already there') })
+    app.get('/db-down', { config: { auth: false } }, async () => { throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' }) })
   }
 })
 
@@ -35,6 +36,10 @@ function assertProblem (res: { statusCode: number, headers: Record<string, unkno
 
 test('unknown route: 404 problem+json', async () => {
   assertProblem(await app.inject('/nowhere'), 404, 'NOT_FOUND')
+})
+
+test('malformed URL: 400 problem+json', async () => {
+  assertProblem(await app.inject('/%zz'), 400, 'BAD_REQUEST')
 })
 
 test('malformed JSON: 400', async () => {

@@ -99,6 +99,7 @@ export async function buildTestApp (config: Config, opts: { logs?: LogCapture, s
   const app = await buildApp(config, { logStream: opts.logs?.stream })
   await opts.setup?.(app)
   await app.ready()
+  await app.bootEnvelope.refresh() // readiness's first round (it runs in the background at boot)
   if (opts.autoClose !== false) after(() => app.close())
   return app
 }

@@ -25,7 +25,7 @@ test('graceful close: readiness drains at once, in-flight requests finish, plugi
     logs,
     autoClose: false,
     setup (app) {
-      app.get('/slow', async () => {
+      app.get('/slow', { config: { auth: false } }, async () => {
         await new Promise<void>(resolve => release.push(resolve))
         // The pool is still open while a request is in flight.
         const { rows } = await app.db.query('SELECT 1 AS ok')

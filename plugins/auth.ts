@@ -1,0 +1,77 @@
+import fp from 'fastify-plugin'
+import { AppError } from '../errors.js'
+import { createAccountService, type AccountService } from '../services/accounts.js'
+import { createPasswordHasher } from '../services/passwords.js'
+import { createSessionService, type AuthContext, type Role } from '../services/sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    accounts: AccountService
+  }
+  interface FastifyRequest {
+    /** The caller, resolved from the bearer token; null on public routes. */
+    auth: AuthContext | null
+  }
+  interface FastifyContextConfig {
+    /**
+     * Who may call the route: 'tenant' (the default: a session acting in a tenant),
+     * 'operator', 'session' (any valid session) or false (public).
+     */
+    auth?: 'tenant' | 'operator' | 'session' | false
+    /** Tenant roles allowed on a 'tenant' route (default: every member). */
+    roles?: Role[]
+  }
+}
+
+const BEARER = /^Bearer ([^\s]+)$/i
+
+/**
+ * Authentication, secure by default: every route needs a tenant session unless its config
+ * says otherwise. Runs at preParsing, after the per-IP rate limit (onRequest) and before any
+ * body is parsed for a caller we do not know.
+ */
+export default fp(async (fastify) => {
+  const { config, db, log } = fastify
+  const hasher = await createPasswordHasher({
+    memoryKiB: config.ARGON2_MEMORY_KIB,
+    timeCost: config.ARGON2_TIME_COST,
+    parallelism: config.ARGON2_PARALLELISM,
+    maxConcurrency: config.ARGON2_MAX_CONCURRENCY
+  })
+  const sessions = createSessionService({
+    db,
+    policy: { accessTtlS: config.ACCESS_TOKEN_TTL_S, refreshTtlS: config.REFRESH_TOKEN_TTL_S, idleTimeoutS: config.REFRESH_IDLE_TIMEOUT_S, reuseGraceS: config.REFRESH_REUSE_GRACE_S }
+  })
+  const accounts = createAccountService({ db, hasher, sessions, audit: fastify.audit, log, maxFailuresPerHour: config.LOGIN_MAX_FAILURES_PER_HOUR })
+  fastify.decorate('accounts', accounts)
+  fastify.decorateRequest('auth', null)
+
+  fastify.addHook('preParsing', async (request) => {
+    const mode = request.routeOptions.config.auth ?? 'tenant'
+    if (mode === false || request.is404) return
+    const header = request.headers.authorization
+    const match = header ? BEARER.exec(header) : null
+    if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
+    const auth = await sessions.resolve(match[1]!)
+    if (!auth) throw new AppError('AUTH_INVALID_TOKEN', 'the access token is invalid, expired or revoked')
+    if (mode === 'operator' && !auth.isOperator) throw new AppError('AUTH_FORBIDDEN', 'operator sessions only')
+    if (mode === 'tenant') {
+      if (!auth.tenantId) throw new AppError('TENANT_FORBIDDEN', 'this route needs a session in a tenant')
+      const roles = request.routeOptions.config.roles
+      if (roles && !roles.includes(auth.role!)) throw new AppError('TENANT_FORBIDDEN', `needs role ${roles.join(' or ')}`)
+    }
+    request.auth = auth
+  })
+
+  // The first operator, created once if absent, after the first readiness round (which
+  // applies migrations). A database that is down at boot only delays it to the next boot.
+  const { OPERATOR_BOOTSTRAP_EMAIL: email, OPERATOR_BOOTSTRAP_PASSWORD: password } = config
+  if (email && password) {
+    fastify.addHook('onReady', async () => {
+      fastify.bootEnvelope.refresh()
+        .then(() => accounts.ensureOperator(email, password))
+        .then(outcome => log.info({ operator: email, outcome }, 'operator bootstrap'))
+        .catch((err: unknown) => log.warn({ err }, 'operator bootstrap failed; it runs again at the next boot'))
+    })
+  }
+}, { name: 'auth', dependencies: ['config', 'db', 'boot-envelope', 'audit'], fastify: '5.x' })

@@ -1,0 +1,112 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { DateTime, NoContent, Role, strict, Uuid } from '../schemas.js'
+import type { FastifyRequest } from 'fastify'
+import { PASSWORD_MAX, PASSWORD_MIN } from '../../services/passwords.js'
+import { normaliseEmail } from '../../services/accounts.js'
+
+const Email = Type.String({ format: 'email', maxLength: 254 })
+const Password = Type.String({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
+
+export const SessionEnvelope = Type.Object({
+  accessToken: Type.String(),
+  refreshToken: Type.String(),
+  expiresIn: Type.Integer({ description: 'seconds until the access token expires' }),
+  user: Type.Object({ id: Uuid, email: Type.String() }),
+  tenant: Type.Union([Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), role: Role }), Type.Null()]),
+  session: Type.Object({ id: Uuid })
+})
+
+const SessionList = Type.Object({
+  sessions: Type.Array(Type.Object({
+    id: Uuid,
+    tenantId: Type.Union([Uuid, Type.Null()]),
+    createdAt: DateTime,
+    lastUsedAt: DateTime,
+    ip: Type.Union([Type.String(), Type.Null()]),
+    userAgent: Type.Union([Type.String(), Type.Null()]),
+    current: Type.Boolean()
+  }))
+})
+
+const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.headers['user-agent'] ?? null })
+
+/** Sign-up, login, refresh, logout, sessions and password: API.md's Auth table. */
+const auth: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { accounts, config } = fastify
+  // Per client IP on the credential routes; login is limited per account as well.
+  const perIp = { max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS }
+  const perAccount = fastify.rateLimit({
+    max: config.AUTH_RATE_LIMIT_MAX,
+    timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS,
+    keyGenerator: (request) => `account:${normaliseEmail(String((request.body as { email?: unknown } | undefined)?.email ?? ''))}`
+  })
+
+  fastify.post('/api/v1/auth/signup', {
+    config: { auth: false, rateLimit: perIp },
+    schema: {
+      tags: ['auth'],
+      body: Type.Object({ email: Email, password: Password, tenantName: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+      response: { 201: SessionEnvelope }
+    }
+  }, async (request, reply) => reply.code(201).send(await accounts.signup(request.body, meta(request))))
+
+  fastify.post('/api/v1/auth/login', {
+    config: { auth: false, rateLimit: perIp },
+    preHandler: perAccount,
+    schema: {
+      tags: ['auth'],
+      body: Type.Object({
+        email: Email,
+        // Any length is checked against the stored hash; only the upper bound protects the server.
+        password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX }),
+        tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'tenant id or slug' }))
+      }, strict),
+      response: { 200: SessionEnvelope }
+    }
+  }, async (request) => accounts.login(request.body, meta(request)))
+
+  fastify.post('/api/v1/auth/refresh', {
+    config: { auth: false, rateLimit: perIp },
+    schema: {
+      tags: ['auth'],
+      body: Type.Object({ refreshToken: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+      response: { 200: SessionEnvelope }
+    }
+  }, async (request) => accounts.refresh(request.body.refreshToken, meta(request)))
+
+  fastify.post('/api/v1/auth/logout', {
+    config: { auth: 'session' },
+    schema: { tags: ['auth'], response: { 204: NoContent } }
+  }, async (request, reply) => {
+    await accounts.logout(request.auth!)
+    return reply.code(204).send(null)
+  })
+
+  fastify.get('/api/v1/auth/sessions', {
+    config: { auth: 'session' },
+    schema: { tags: ['auth'], response: { 200: SessionList } }
+  }, async (request) => ({ sessions: await accounts.listSessions(request.auth!) }))
+
+  fastify.delete('/api/v1/auth/sessions/:id', {
+    config: { auth: 'session' },
+    schema: { tags: ['auth'], params: Type.Object({ id: Type.String({ maxLength: 64 }) }), response: { 204: NoContent } }
+  }, async (request, reply) => {
+    await accounts.revokeSession(request.auth!, request.params.id)
+    return reply.code(204).send(null)
+  })
+
+  fastify.post('/api/v1/auth/password', {
+    config: { auth: 'session', rateLimit: perIp },
+    schema: {
+      tags: ['auth'],
+      body: Type.Object({ currentPassword: Type.String({ minLength: 1, maxLength: PASSWORD_MAX }), newPassword: Password }, strict),
+      response: { 204: NoContent }
+    }
+  }, async (request, reply) => {
+    await accounts.changePassword(request.auth!, request.body.currentPassword, request.body.newPassword)
+    return reply.code(204).send(null)
+  })
+}
+
+export default auth

@@ -1,0 +1,232 @@
+import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto'
+import type pg from 'pg'
+import { AppError } from '../errors.js'
+import type { Database, Queryable } from './database.js'
+import { hashToken, newToken, tokenUserId } from './tokens.js'
+
+export type Role = 'owner' | 'admin' | 'member'
+
+/** Who is calling, resolved from the bearer token on every request (never cached). */
+export interface AuthContext {
+  sessionId: string
+  /** The family id: the session the user sees, lists and revokes. */
+  familyId: string
+  userId: string
+  email: string
+  isOperator: boolean
+  tenantId: string | null
+  role: Role | null
+}
+
+export interface SessionPolicy {
+  accessTtlS: number
+  refreshTtlS: number
+  idleTimeoutS: number
+  reuseGraceS: number
+}
+
+export interface ClientMeta { ip?: string | null, userAgent?: string | null }
+
+export interface IssuedTokens {
+  accessToken: string
+  refreshToken: string
+  expiresIn: number
+  familyId: string
+  rowId: string
+}
+
+export interface RefreshResult {
+  tokens: IssuedTokens
+  userId: string
+  tenantId: string | null
+}
+
+/** The refresh outcome that must be committed before it is reported: the family was revoked. */
+export class RefreshReuseDetected extends Error {
+  constructor (readonly familyId: string, readonly userId: string, readonly tenantId: string | null) {
+    super('refresh token reused after its grace window')
+  }
+}
+
+export const invalidToken = () => new AppError('AUTH_INVALID_TOKEN', 'the token is invalid, expired or revoked')
+
+// The successor's tokens, sealed under a key only the holder of the spent refresh token can
+// derive (AES-256-GCM, random nonce).
+function seal (refreshToken: string, tokens: { accessToken: string, refreshToken: string }): Buffer {
+  const key = createHash('sha256').update('govula.refresh-grace\0').update(refreshToken).digest()
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', key, iv)
+  const body = Buffer.concat([cipher.update(JSON.stringify(tokens), 'utf8'), cipher.final()])
+  return Buffer.concat([iv, cipher.getAuthTag(), body])
+}
+
+function unseal (refreshToken: string, sealed: Buffer): { accessToken: string, refreshToken: string } | null {
+  try {
+    const key = createHash('sha256').update('govula.refresh-grace\0').update(refreshToken).digest()
+    const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12))
+    decipher.setAuthTag(sealed.subarray(12, 28))
+    return JSON.parse(Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString('utf8'))
+  } catch {
+    return null
+  }
+}
+
+/** Runs `fn` in a transaction acting as `userId` (row-level security's user scope). */
+export async function setUserContext (client: Queryable, userId: string, tenantId?: string | null) {
+  await client.query("SELECT set_config('app.user_id', $1, true), set_config('app.tenant_id', $2, true)", [userId, tenantId ?? ''])
+}
+
+interface RefreshRow {
+  id: string
+  family_id: string
+  user_id: string
+  tenant_id: string | null
+  absolute_expires_at: Date
+  successor_id: string | null
+  grace_payload: Buffer | null
+  revoked: boolean
+  live: boolean
+  spent: boolean
+  within_grace: boolean
+}
+
+export interface SessionListEntry {
+  id: string
+  tenantId: string | null
+  createdAt: Date
+  lastUsedAt: Date
+  ip: string | null
+  userAgent: string | null
+}
+
+/** Sessions and refresh tokens in Postgres: any replica can serve any request. */
+export function createSessionService ({ db, policy }: { db: Database, policy: SessionPolicy }) {
+  const idle = `${policy.idleTimeoutS} seconds`
+
+  async function insertRow (client: Queryable, row: {
+    userId: string
+    tenantId: string | null
+    familyId: string
+    parentId: string | null
+    absoluteExpiresAt: Date | null
+    meta: ClientMeta
+  }): Promise<IssuedTokens> {
+    const accessToken = newToken(row.userId)
+    const refreshToken = newToken(row.userId)
+    const id = randomUUID()
+    await client.query(
+      `INSERT INTO auth_sessions (id, family_id, parent_id, user_id, tenant_id, access_token_hash, refresh_token_hash,
+         access_expires_at, idle_expires_at, absolute_expires_at, ip, user_agent)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), now() + $9::interval,
+         coalesce($10, now() + make_interval(secs => $11)), $12, $13)`,
+      [id, row.familyId, row.parentId, row.userId, row.tenantId, hashToken(accessToken), hashToken(refreshToken),
+        policy.accessTtlS, idle, row.absoluteExpiresAt, policy.refreshTtlS, row.meta.ip ?? null, row.meta.userAgent?.slice(0, 512) ?? null])
+    return { accessToken, refreshToken, expiresIn: policy.accessTtlS, familyId: row.familyId, rowId: id }
+  }
+
+  return {
+    /** Starts a session (a new token family) inside the caller's transaction. */
+    start (client: Queryable, userId: string, tenantId: string | null, meta: ClientMeta) {
+      return insertRow(client, { userId, tenantId, familyId: randomUUID(), parentId: null, absoluteExpiresAt: null, meta })
+    },
+
+    /** The hot path: one round trip, no cache, so a revocation holds on the very next request everywhere. */
+    async resolve (accessToken: string): Promise<AuthContext | null> {
+      const userId = tokenUserId(accessToken)
+      if (!userId) return null
+      const { rows: [row] } = await db.query<{ session_id: string, family_id: string, user_id: string, email: string, is_operator: boolean, tenant_id: string | null, role: Role | null }>(
+        'SELECT * FROM auth_resolve_access($1, $2, $3::interval)', [userId, hashToken(accessToken), idle])
+      if (!row) return null
+      return { sessionId: row.session_id, familyId: row.family_id, userId: row.user_id, email: row.email, isOperator: row.is_operator, tenantId: row.tenant_id, role: row.role }
+    },
+
+    /**
+     * Rotation with reuse detection (RFC 9700 §4.14.2). The row is locked, so concurrent
+     * refreshes with one token produce exactly one successor; the losers, and a client
+     * replaying within the grace window, get that same successor. A replay after the window
+     * revokes the whole family: RefreshReuseDetected (the caller commits, then answers 401).
+     */
+    async refresh (client: pg.PoolClient, refreshToken: string, meta: ClientMeta): Promise<RefreshResult> {
+      const userId = tokenUserId(refreshToken)
+      if (!userId) throw invalidToken()
+      await setUserContext(client, userId)
+      const select = `SELECT s.id, s.family_id, s.user_id, s.tenant_id, s.absolute_expires_at, s.successor_id, s.grace_payload,
+              s.revoked_at IS NOT NULL AS revoked,
+              (s.absolute_expires_at > now() AND s.idle_expires_at > now() AND u.disabled_at IS NULL
+                AND (s.tenant_id IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = s.tenant_id AND m.user_id = s.user_id))) AS live,
+              s.rotated_at IS NOT NULL AS spent,
+              coalesce(s.rotated_at > now() - make_interval(secs => $2), false) AS within_grace
+         FROM auth_sessions s JOIN users u ON u.id = s.user_id`
+      const { rows: [row] } = await client.query<RefreshRow>(`${select} WHERE s.refresh_token_hash = $1 AND s.user_id = $3 FOR UPDATE OF s`,
+        [hashToken(refreshToken), policy.reuseGraceS, userId])
+      if (!row || row.revoked || !row.live) throw invalidToken()
+
+      if (!row.spent) {
+        const tokens = await insertRow(client, {
+          userId, tenantId: row.tenant_id, familyId: row.family_id, parentId: row.id, absoluteExpiresAt: row.absolute_expires_at, meta
+        })
+        await client.query('UPDATE auth_sessions SET rotated_at = now(), successor_id = $2, grace_payload = $3 WHERE id = $1',
+          [row.id, tokens.rowId, seal(refreshToken, tokens)])
+        return { tokens, userId, tenantId: row.tenant_id }
+      }
+
+      if (row.within_grace) {
+        // Walk to the family's current head, unsealing each successor with its predecessor's token.
+        let current = row
+        let token = refreshToken
+        for (let hops = 0; hops < 16 && current.spent && current.grace_payload; hops++) {
+          const next = unseal(token, current.grace_payload)
+          if (!next) break
+          const { rows: [succ] } = await client.query<RefreshRow>(`${select} WHERE s.id = $1 AND s.user_id = $3`,
+            [current.successor_id, policy.reuseGraceS, userId])
+          if (!succ || succ.revoked || !succ.live) break
+          current = succ
+          token = next.refreshToken
+          if (!succ.spent) {
+            return {
+              tokens: { accessToken: next.accessToken, refreshToken: next.refreshToken, expiresIn: policy.accessTtlS, familyId: succ.family_id, rowId: succ.id },
+              userId,
+              tenantId: succ.tenant_id
+            }
+          }
+        }
+        throw invalidToken()
+      }
+
+      await client.query("UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reused' WHERE family_id = $1 AND revoked_at IS NULL", [row.family_id])
+      throw new RefreshReuseDetected(row.family_id, userId, row.tenant_id)
+    },
+
+    /** Revokes a whole family (a session). True when something was revoked. */
+    async revokeFamily (client: Queryable, userId: string, familyId: string, reason: string): Promise<boolean> {
+      const { rowCount } = await client.query(
+        'UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $3 WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL',
+        [familyId, userId, reason])
+      return (rowCount ?? 0) > 0
+    },
+
+    /** Revokes every session of a user but `keepFamily`; returns the revoked family ids. */
+    async revokeAllForUser (client: Queryable, userId: string, reason: string, keepFamily?: string): Promise<string[]> {
+      const { rows } = await client.query<{ family_id: string }>(
+        `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2
+          WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $3 RETURNING family_id`,
+        [userId, reason, keepFamily ?? null])
+      return [...new Set(rows.map(r => r.family_id))]
+    },
+
+    /** The user's live sessions, one entry per family (its current head). */
+    async list (client: Queryable, userId: string): Promise<SessionListEntry[]> {
+      const { rows } = await client.query<SessionListEntry>(
+        `SELECT h.family_id AS id, h.tenant_id AS "tenantId",
+                (SELECT min(r.created_at) FROM auth_sessions r WHERE r.family_id = h.family_id) AS "createdAt",
+                h.last_used_at AS "lastUsedAt", host(h.ip) AS ip, h.user_agent AS "userAgent"
+           FROM auth_sessions h
+          WHERE h.user_id = $1 AND h.revoked_at IS NULL AND h.rotated_at IS NULL
+            AND h.absolute_expires_at > now() AND h.idle_expires_at > now()
+          ORDER BY h.last_used_at DESC`, [userId])
+      return rows
+    }
+  }
+}
+
+export type SessionService = ReturnType<typeof createSessionService>

@@ -1,0 +1,97 @@
+import { AppError, notFound } from '../errors.js'
+import type { AuditSink } from './audit-sink.js'
+import { isUuid, type Database, type Queryable } from './database.js'
+import { normaliseEmail } from './accounts.js'
+import type { AuthContext, Role } from './sessions.js'
+
+export interface Tenant { id: string, name: string, slug: string, plan: string, lifecycle: string, createdAt: Date }
+export interface Member { userId: string, email: string, role: Role }
+
+const MANAGERS: ReadonlySet<Role | null> = new Set(['owner', 'admin'])
+
+/** The current tenant and its members; every query runs under the tenant's row-level security. */
+export function createTenantService ({ db, audit }: { db: Database, audit: AuditSink }) {
+  const actor = (auth: AuthContext) => ({ type: 'user' as const, id: auth.userId, email: auth.email })
+
+  function requireManager (auth: AuthContext, changingOwner: boolean) {
+    if (!MANAGERS.has(auth.role)) throw new AppError('TENANT_FORBIDDEN', 'only owners and admins manage members')
+    if (changingOwner && auth.role !== 'owner') throw new AppError('TENANT_FORBIDDEN', 'only owners grant or take the owner role')
+  }
+
+  async function memberOf (client: Queryable, tenantId: string, userId: string) {
+    if (!isUuid(userId)) throw notFound('member')
+    const { rows: [m] } = await client.query<Member>(
+      'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2 FOR UPDATE OF m',
+      [tenantId, userId])
+    if (!m) throw notFound('member')
+    return m
+  }
+
+  async function ownerCount (client: Queryable, tenantId: string) {
+    // Lock the owners so two concurrent demotions cannot both pass the last-owner check.
+    const { rows } = await client.query("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE", [tenantId])
+    return rows.length
+  }
+
+  return {
+    async get (tenantId: string): Promise<Tenant> {
+      const { rows: [t] } = await db.withTenant(tenantId, c => c.query<Tenant>(
+        'SELECT id, name, slug, plan, lifecycle, created_at AS "createdAt" FROM tenants WHERE id = $1', [tenantId]))
+      if (!t) throw notFound('tenant')
+      return t
+    },
+
+    async members (tenantId: string): Promise<Member[]> {
+      const { rows } = await db.withTenant(tenantId, c => c.query<Member>(
+        'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email',
+        [tenantId]))
+      return rows
+    },
+
+    async addMember (auth: AuthContext, email: string, role: Role): Promise<Member> {
+      const tenantId = auth.tenantId!
+      requireManager(auth, role === 'owner')
+      return db.withTenant(tenantId, async (client) => {
+        const { rows: [user] } = await client.query<{ id: string, email: string }>('SELECT id, email FROM users WHERE lower(email) = $1', [normaliseEmail(email)])
+        if (!user) throw notFound('user')
+        const { rowCount } = await client.query(
+          'INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, user.id, role])
+        if (!rowCount) throw new AppError('CONFLICT', 'this user is already a member')
+        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.added', target: { type: 'user', id: user.id }, data: { email: user.email, role } })
+        return { userId: user.id, email: user.email, role }
+      })
+    },
+
+    async changeRole (auth: AuthContext, userId: string, role: Role): Promise<Member> {
+      const tenantId = auth.tenantId!
+      return db.withTenant(tenantId, async (client) => {
+        const member = await memberOf(client, tenantId, userId)
+        requireManager(auth, role === 'owner' || member.role === 'owner')
+        if (member.role === 'owner' && role !== 'owner' && await ownerCount(client, tenantId) <= 1) {
+          throw new AppError('CONFLICT', 'the last owner cannot be demoted; make someone else owner first')
+        }
+        await client.query('UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId, role])
+        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.role_changed', target: { type: 'user', id: userId }, data: { from: member.role, to: role } })
+        return { ...member, role }
+      })
+    },
+
+    async removeMember (auth: AuthContext, userId: string): Promise<void> {
+      const tenantId = auth.tenantId!
+      await db.withTenant(tenantId, async (client) => {
+        const member = await memberOf(client, tenantId, userId)
+        // Anyone may leave; removing others takes an owner or admin (an owner for owners).
+        if (userId !== auth.userId) requireManager(auth, member.role === 'owner')
+        if (member.role === 'owner' && await ownerCount(client, tenantId) <= 1) {
+          throw new AppError('CONFLICT', 'the last owner cannot be removed')
+        }
+        await client.query('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId])
+        // Their sessions in this tenant end now, not at their next refresh.
+        await client.query("UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'membership_removed' WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL", [tenantId, userId])
+        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.removed', target: { type: 'user', id: userId }, data: { email: member.email, role: member.role } })
+      })
+    }
+  }
+}
+
+export type TenantService = ReturnType<typeof createTenantService>
