@@ -12,10 +12,14 @@ import bootEnvelope from './plugins/boot-envelope.js'
 import audit from './plugins/audit.js'
 import auth from './plugins/auth.js'
 import tenantContext from './plugins/tenant-context.js'
+import entitlements from './plugins/entitlements.js'
+import entitlementBroadcast from './plugins/entitlement-broadcast.js'
 import rateLimit from './plugins/rate-limit.js'
 import healthRoutes from './routes/health/index.js'
 import authRoutes from './routes/auth/index.js'
 import tenantRoutes from './routes/tenant/index.js'
+import entitlementRoutes from './routes/entitlements/index.js'
+import operatorTenantRoutes from './routes/operator/tenants.js'
 
 export interface BuildOptions {
   /** The process logger (server.ts shares it with the boot steps before the app exists). */
@@ -86,11 +90,15 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(audit)
   await app.register(auth)
   await app.register(tenantContext)
+  await app.register(entitlements)
+  await app.register(entitlementBroadcast)
   await app.register(rateLimit)
 
   await app.register(healthRoutes)
   await app.register(authRoutes)
   await app.register(tenantRoutes)
+  await app.register(entitlementRoutes)
+  await app.register(operatorTenantRoutes)
   return app
 }
 

@@ -49,6 +49,7 @@ export const ConfigSchema = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
   ENTITLEMENT_CACHE_TTL_MS: Int(60_000, 0),
   ENTITLEMENT_BROADCAST_ENABLED: Bool(false),
+  PAST_DUE_GRACE_DAYS: Int(7, 0, 365),
   ENABLE_SCHEDULER: Bool(false),
   ENABLE_INTERNAL_CRON: Bool(false),
   CRON_SECRET: Type.Optional(Type.String({ minLength: 1 }))

@@ -24,6 +24,28 @@ SELECT current_user AS user, r.rolsuper, r.rolbypassrls,
        (SELECT d.datdba = r.oid FROM pg_database d WHERE d.datname = current_database()) AS owns_database
 FROM pg_roles r WHERE r.rolname = current_user`
 
+export interface RlsViolation { table: string, problem: string }
+
+/**
+ * Every table with a tenant_id column must have row-level security enabled and forced and
+ * at least one policy. Used by readiness (an unprotected tenant table keeps the instance out
+ * of rotation) and by the catalog test.
+ */
+export async function rlsViolations (client: Pick<pg.ClientBase, 'query'>): Promise<RlsViolation[]> {
+  const { rows } = await client.query<{ table: string, enabled: boolean, forced: boolean, policies: number }>(`
+    SELECT c.relname AS table, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
+           (SELECT count(*)::int FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+      FROM pg_class c
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+     ORDER BY c.relname`)
+  return rows.flatMap(r => [
+    !r.enabled && { table: r.table, problem: 'row level security is not enabled' },
+    !r.forced && { table: r.table, problem: 'row level security is not forced' },
+    r.policies === 0 && { table: r.table, problem: 'has no policy' }
+  ].filter((v): v is RlsViolation => Boolean(v)))
+}
+
 export interface DatabaseCheckOptions {
   pool: pg.Pool
   migrations: Migration[]
@@ -71,6 +93,15 @@ export function databaseChecks ({ pool, migrations, migrateWith, log }: Database
         ].filter(Boolean)
         if (problems.length) throw new CheckFailure(`role ${role.user} ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
         return `${role.user} is least-privileged`
+      }
+    },
+    {
+      name: 'row-level-security',
+      critical: true,
+      async run () {
+        const violations = await rlsViolations(pool)
+        if (violations.length) throw new CheckFailure(violations.map(v => `${v.table} ${v.problem}`).join('; '))
+        return 'every tenant table is protected'
       }
     }
   ]

@@ -14,7 +14,7 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
   assert.equal(ready.statusCode, 200)
   const body = ready.json()
   assert.equal(body.status, 'ready')
-  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role'])
+  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role', 'row-level-security'])
   assert.ok(body.checks.every((c: { ok: boolean }) => c.ok))
 })
 

@@ -1,0 +1,218 @@
+import { EventEmitter } from 'node:events'
+import type { Database, Queryable } from './database.js'
+
+export const FEATURES = ['recording_mode', 'audit_export', 'seats', 'api_requests_per_minute', 'recording_events_per_minute', 'recording_retention_days'] as const
+export type FeatureKey = typeof FEATURES[number]
+export const BOOLEAN_FEATURES: ReadonlySet<string> = new Set(['recording_mode', 'audit_export'])
+
+export const LIFECYCLES = ['trial', 'active', 'past_due', 'suspended', 'cancelled'] as const
+export type Lifecycle = typeof LIFECYCLES[number]
+
+/** The legal lifecycle transitions; anything else is a 409. */
+export const TRANSITIONS: Record<Lifecycle, readonly Lifecycle[]> = {
+  trial: ['active', 'past_due', 'cancelled'],
+  active: ['past_due', 'suspended', 'cancelled'],
+  past_due: ['active', 'suspended', 'cancelled'],
+  suspended: ['active', 'cancelled'],
+  cancelled: []
+}
+
+export type Source = 'plan' | 'contract' | 'lifecycle'
+export interface Decision {
+  allowed: boolean
+  /** Numeric features: the limit (null: unlimited). Boolean features: null. */
+  limit: number | null
+  source: Source
+  reason: string
+}
+
+export type ChangeType = 'entitlement.changed' | 'contract.changed' | 'lifecycle.changed'
+export const CHANGE_TYPES: ReadonlySet<string> = new Set<ChangeType>(['entitlement.changed', 'contract.changed', 'lifecycle.changed'])
+export const BROADCAST_CHANNEL = 'govula_entitlement_changed'
+
+/** What a tenant's entitlements are computed from: one row per tenant, read in one query. */
+interface TenantState {
+  plan: string
+  lifecycle: Lifecycle
+  trialEndsAt: number | null
+  graceEndsAt: number | null
+  planFeatures: Record<string, { enabled: boolean, limit: number | null }>
+  contract: { features: Record<string, unknown>, startsAt: number, endsAt: number } | null
+}
+
+const STATE_SQL = `
+SELECT t.plan, t.lifecycle,
+       extract(epoch FROM t.trial_ends_at) * 1000 AS trial_ends_at,
+       extract(epoch FROM t.grace_ends_at) * 1000 AS grace_ends_at,
+       (SELECT jsonb_object_agg(pf.feature, jsonb_build_object('enabled', pf.enabled, 'limit', pf.limit_value))
+          FROM plan_features pf WHERE pf.plan = t.plan) AS plan_features,
+       (SELECT jsonb_build_object('features', c.features,
+                 'startsAt', extract(epoch FROM c.starts_at) * 1000, 'endsAt', extract(epoch FROM c.ends_at) * 1000)
+          FROM tenant_contracts c WHERE c.tenant_id = t.id) AS contract
+  FROM tenants t WHERE t.id = $1`
+
+export async function loadTenantState (client: Queryable, tenantId: string): Promise<TenantState | null> {
+  const { rows: [r] } = await client.query(STATE_SQL, [tenantId])
+  if (!r) return null
+  const num = (v: unknown) => v === null || v === undefined ? null : Number(v)
+  return {
+    plan: r.plan,
+    lifecycle: r.lifecycle,
+    trialEndsAt: num(r.trial_ends_at),
+    graceEndsAt: num(r.grace_ends_at),
+    planFeatures: r.plan_features ?? {},
+    contract: r.contract ? { features: r.contract.features, startsAt: Number(r.contract.startsAt), endsAt: Number(r.contract.endsAt) } : null
+  }
+}
+
+/**
+ * The lifecycle in force at `now`: dates take effect on time, before any job writes them.
+ * A trial past its end is past due (with the grace period counted from the trial's end);
+ * past due beyond the grace end is suspended. Also returns when this answer next changes.
+ */
+export function effectiveLifecycle (state: TenantState, now: number, graceMs: number): { lifecycle: Lifecycle, until: number } {
+  let lifecycle = state.lifecycle
+  let graceEnd = state.graceEndsAt
+  let until = Infinity
+  if (lifecycle === 'trial' && state.trialEndsAt !== null) {
+    if (now >= state.trialEndsAt) {
+      lifecycle = 'past_due'
+      graceEnd = state.trialEndsAt + graceMs
+    } else {
+      until = state.trialEndsAt
+    }
+  }
+  if (lifecycle === 'past_due' && graceEnd !== null) {
+    if (now >= graceEnd) lifecycle = 'suspended'
+    else until = Math.min(until, graceEnd)
+  }
+  return { lifecycle, until }
+}
+
+/** Pure: one feature's decision for a tenant state at `now`, and when it may next change. */
+export function decide (state: TenantState, feature: string, now: number, graceMs: number): { decision: Decision, until: number } {
+  const { lifecycle, until: lifecycleUntil } = effectiveLifecycle(state, now, graceMs)
+  let until = lifecycleUntil
+  const isBoolean = BOOLEAN_FEATURES.has(feature)
+
+  // The base: the contract while it runs, else the plan.
+  const c = state.contract
+  let decision: Decision
+  if (c && now >= c.startsAt && now < c.endsAt && feature in c.features) {
+    until = Math.min(until, c.endsAt)
+    const value = c.features[feature]
+    decision = isBoolean
+      ? { allowed: value === true, limit: null, source: 'contract', reason: `${value === true ? 'granted' : 'withheld'} by contract until ${new Date(c.endsAt).toISOString()}` }
+      : { allowed: value === null || Number(value) > 0, limit: value === null ? null : Number(value), source: 'contract', reason: `set by contract until ${new Date(c.endsAt).toISOString()}` }
+  } else {
+    if (c && now < c.startsAt) until = Math.min(until, c.startsAt)
+    const p = state.planFeatures[feature]
+    if (!p) decision = { allowed: false, limit: isBoolean ? null : 0, source: 'plan', reason: `not included in plan ${state.plan}` }
+    else if (isBoolean) decision = { allowed: p.enabled, limit: null, source: 'plan', reason: `${p.enabled ? 'included in' : 'not included in'} plan ${state.plan}` }
+    else {
+      const limit = p.limit === null ? null : Number(p.limit)
+      decision = { allowed: p.enabled && (limit === null || limit > 0), limit, source: 'plan', reason: `plan ${state.plan}` }
+    }
+  }
+
+  // The lifecycle narrows what the base grants (docs/entitlements.md).
+  if (lifecycle === 'suspended' && ['recording_mode', 'seats', 'recording_events_per_minute'].includes(feature)) {
+    decision = { allowed: false, limit: isBoolean ? null : 0, source: 'lifecycle', reason: 'tenant is suspended: read-only' }
+  } else if (lifecycle === 'cancelled' && feature !== 'audit_export' && feature !== 'api_requests_per_minute' && feature !== 'recording_retention_days') {
+    decision = { allowed: false, limit: isBoolean ? null : 0, source: 'lifecycle', reason: 'tenant is cancelled: export only' }
+  } else if (lifecycle === 'cancelled' && feature === 'audit_export') {
+    decision = { allowed: true, limit: null, source: 'lifecycle', reason: 'tenant is cancelled: export stays available' }
+  } else if (lifecycle === 'past_due' && decision.allowed) {
+    decision = { ...decision, reason: `${decision.reason} (past due: grace period)` }
+  }
+  return { decision, until }
+}
+
+interface CacheEntry { decision: Decision, expiresAt: number }
+
+export interface EngineStats { hits: number, misses: number, invalidations: number }
+
+export interface EngineOptions {
+  db: Database
+  ttlMs: number
+  /** Past due lasts this long before the tenant is treated as suspended. */
+  graceMs: number
+  now?: () => number
+}
+
+/**
+ * check(tenantId, feature) → {allowed, limit, source, reason}. ALLOW decisions are cached
+ * in-process for ttlMs, but never beyond the next known boundary (contract start/end, trial
+ * end, grace end), so dates take effect on time. DENY is never cached. The cache is dropped
+ * per tenant on the change events, locally through `events` and, with the broadcast plugin,
+ * across replicas.
+ */
+export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }: EngineOptions) {
+  const cache = new Map<string, Map<string, CacheEntry>>()
+  const events = new EventEmitter()
+  const stats: EngineStats = { hits: 0, misses: 0, invalidations: 0 }
+
+  function invalidate (tenantId: string) {
+    if (cache.delete(tenantId)) stats.invalidations++
+  }
+  for (const type of CHANGE_TYPES) events.on(type, (change: { tenantId: string }) => invalidate(change.tenantId))
+
+  async function load (tenantId: string): Promise<TenantState | null> {
+    // Entitlements are tenant data: read them under that tenant's row-level security.
+    return db.withTenant(tenantId, c => loadTenantState(c, tenantId))
+  }
+
+  function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number) {
+    if (!decision.allowed || ttlMs <= 0) return
+    let perTenant = cache.get(tenantId)
+    if (!perTenant) cache.set(tenantId, perTenant = new Map())
+    perTenant.set(feature, { decision, expiresAt: Math.min(at + ttlMs, until) })
+  }
+
+  return {
+    events,
+    stats,
+
+    async check (tenantId: string, feature: string): Promise<Decision> {
+      const at = now()
+      const hit = cache.get(tenantId)?.get(feature)
+      if (hit && hit.expiresAt > at) {
+        stats.hits++
+        return hit.decision
+      }
+      stats.misses++
+      const state = await load(tenantId)
+      if (!state) return { allowed: false, limit: null, source: 'plan', reason: 'unknown tenant' }
+      const { decision, until } = decide(state, feature, at, graceMs)
+      remember(tenantId, feature, decision, until, at)
+      return decision
+    },
+
+    /** Every feature at once, computed fresh (GET /api/v1/entitlements). */
+    async snapshot (tenantId: string) {
+      const at = now()
+      const state = await load(tenantId)
+      if (!state) return null
+      const features: Record<string, Decision> = {}
+      for (const f of FEATURES) {
+        const { decision, until } = decide(state, f, at, graceMs)
+        features[f] = decision
+        remember(tenantId, f, decision, until, at)
+      }
+      return { plan: state.plan, lifecycle: effectiveLifecycle(state, at, graceMs).lifecycle, features }
+    },
+
+    /** After a commit: drop the tenant's cache here (the broadcast plugin relays it elsewhere). */
+    emitChange (type: ChangeType, tenantId: string) {
+      events.emit(type, { tenantId })
+    },
+
+    invalidate,
+    invalidateAll () {
+      stats.invalidations += cache.size
+      cache.clear()
+    }
+  }
+}
+
+export type EntitlementEngine = ReturnType<typeof createEntitlementEngine>

@@ -1,0 +1,244 @@
+import assert from 'node:assert/strict'
+import { after, test } from 'node:test'
+import pg from 'pg'
+import { backoffDelay } from '../services/entitlement-broadcast.js'
+import { createEntitlementEngine } from '../services/entitlements.js'
+import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { bearer, loginOperator, signupTenant } from './support/actors.js'
+import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
+
+const db = await createTestDatabase()
+const app = await buildTestApp(testConfig(db))
+const operator = await loginOperator(app)
+
+async function admin () {
+  const client = new pg.Client({ connectionString: db.adminUrl })
+  client.on('error', () => {})
+  await client.connect()
+  after(() => client.end())
+  return client
+}
+
+const check = async (a: typeof app, actor: { accessToken: string }, feature: string) => {
+  const res = await a.inject({ url: `/api/v1/entitlements/check?feature=${feature}`, headers: bearer(actor) })
+  assert.equal(res.statusCode, 200, res.body)
+  return res.json() as { feature: string, allowed: boolean, limit: number | null, source: string, reason: string }
+}
+
+const setPlan = (a: typeof app, tenantId: string, plan: string) =>
+  a.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${tenantId}/plan`, headers: bearer(operator), payload: { plan } })
+
+test('plans seed the features; GET /entitlements lists them with source and reason', async () => {
+  const t = await signupTenant(app)
+  const res = await app.inject({ url: '/api/v1/entitlements', headers: bearer(t) })
+  assert.equal(res.statusCode, 200)
+  const body = res.json()
+  assert.equal(body.plan, 'free')
+  assert.equal(body.lifecycle, 'trial')
+  assert.deepEqual(Object.keys(body.features).sort(), ['api_requests_per_minute', 'audit_export', 'recording_events_per_minute', 'recording_mode', 'recording_retention_days', 'seats'])
+  assert.deepEqual(body.features.recording_mode, { allowed: false, limit: null, source: 'plan', reason: 'not included in plan free' })
+  assert.deepEqual(body.features.seats, { allowed: true, limit: 3, source: 'plan', reason: 'plan free' })
+
+  assert.equal((await setPlan(app, t.tenant!.id, 'pro')).statusCode, 200)
+  assert.equal((await check(app, t, 'recording_mode')).allowed, true)
+  assert.equal((await check(app, t, 'seats')).limit, 25)
+  const bulk = await app.inject({ method: 'POST', url: '/api/v1/entitlements/check', headers: bearer(t), payload: { features: ['audit_export', 'seats'] } })
+  assert.deepEqual(bulk.json().results.map((r: { feature: string, allowed: boolean }) => [r.feature, r.allowed]), [['audit_export', true], ['seats', true]])
+})
+
+test('bad input: unknown feature or plan is a 400, never a 500', async () => {
+  const t = await signupTenant(app)
+  assert.equal((await app.inject({ url: '/api/v1/entitlements/check?feature=teleport', headers: bearer(t) })).statusCode, 400)
+  assert.equal((await setPlan(app, t.tenant!.id, 'platinum')).statusCode, 400)
+  assert.equal((await app.inject({ method: 'POST', url: '/api/v1/entitlements/check', headers: bearer(t), payload: { features: [] } })).statusCode, 400)
+  const contract = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator), payload: { features: { seats: -1 }, startsAt: new Date().toISOString(), endsAt: new Date(Date.now() + 1000).toISOString() } })
+  assert.equal(contract.statusCode, 400)
+  const backwards = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator), payload: { features: { seats: 5 }, startsAt: new Date().toISOString(), endsAt: new Date(Date.now() - 1000).toISOString() } })
+  assert.equal(backwards.statusCode, 400)
+  assert.equal((await setPlan(app, '00000000-0000-4000-8000-000000000000', 'pro')).statusCode, 404)
+})
+
+test('contracts override the plan while they run; lifecycle is a validated state machine', async () => {
+  const t = await signupTenant(app)
+  const starts = new Date(Date.now() - 60_000).toISOString()
+  const ends = new Date(Date.now() + 3_600_000).toISOString()
+  const put = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator), payload: { features: { recording_mode: true, seats: 500 }, startsAt: starts, endsAt: ends } })
+  assert.equal(put.statusCode, 200, put.body)
+  const rm = await check(app, t, 'recording_mode')
+  assert.equal(rm.allowed, true)
+  assert.equal(rm.source, 'contract')
+  assert.equal((await check(app, t, 'seats')).limit, 500)
+  assert.equal((await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })).statusCode, 204)
+  assert.equal((await check(app, t, 'recording_mode')).allowed, false)
+  assert.equal((await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })).statusCode, 404)
+
+  const move = (to: string) => app.inject({ method: 'POST', url: `/api/v1/operator/tenants/${t.tenant!.id}/lifecycle`, headers: bearer(operator), payload: { to } })
+  assert.equal((await move('active')).statusCode, 200)
+  assert.equal((await move('trial')).statusCode, 409)
+  assert.equal((await move('suspended')).statusCode, 200)
+  assert.equal((await check(app, t, 'seats')).allowed, false, 'suspended: read-only')
+  assert.equal((await check(app, t, 'api_requests_per_minute')).allowed, true, 'reads go on')
+  assert.equal((await move('cancelled')).statusCode, 200)
+  const exp = await check(app, t, 'audit_export')
+  assert.deepEqual([exp.allowed, exp.source], [true, 'lifecycle'], 'cancelled: export only')
+  const illegal = await move('active')
+  assert.equal(illegal.statusCode, 409)
+  assert.equal(illegal.json().code, 'CONFLICT')
+})
+
+test('a member gets 403 on operator routes; tenants never see each other', async () => {
+  const t = await signupTenant(app)
+  const other = await signupTenant(app)
+  const res = await app.inject({ url: '/api/v1/operator/tenants', headers: bearer(t) })
+  assert.equal(res.statusCode, 403)
+  assert.equal(res.json().code, 'AUTH_FORBIDDEN')
+  assert.equal((await setPlan(app, other.tenant!.id, 'free')).statusCode, 200)
+  await setPlan(app, t.tenant!.id, 'enterprise')
+  // Each tenant's answers are its own, whatever the other has.
+  assert.equal((await check(app, t, 'seats')).limit, null)
+  assert.equal((await check(app, other, 'seats')).limit, 3)
+  const list = await app.inject({ url: '/api/v1/operator/tenants?limit=1', headers: bearer(operator) })
+  assert.equal(list.statusCode, 200)
+  assert.equal(list.json().tenants.length, 1)
+  assert.ok(list.json().nextCursor)
+})
+
+test('gate: requireFeature answers 403 ENTITLEMENT_DENIED with the reason', async () => {
+  const gated = await buildTestApp(testConfig(db), {
+    setup (a) { a.get('/test/export', { preHandler: a.requireFeature('audit_export') }, async () => ({ ok: true })) }
+  })
+  const t = await signupTenant(gated)
+  const denied = await gated.inject({ url: '/test/export', headers: bearer(t) })
+  assert.equal(denied.statusCode, 403)
+  assert.equal(denied.json().code, 'ENTITLEMENT_DENIED')
+  assert.match(denied.json().detail, /audit_export: not included in plan free/)
+  await setPlan(gated, t.tenant!.id, 'pro')
+  assert.equal((await gated.inject({ url: '/test/export', headers: bearer(t) })).statusCode, 200)
+})
+
+test('dates take effect on time with a warm cache: contract end, trial end (fake clock)', async () => {
+  const t = await signupTenant(app)
+  let clock = Date.now()
+  const engine = createEntitlementEngine({ db: app.db, ttlMs: 60_000, graceMs: 7 * 86_400_000, now: () => clock })
+  const c = await admin()
+  const endsAt = clock + 30_000
+  await c.query("INSERT INTO tenant_contracts (tenant_id, features, starts_at, ends_at) VALUES ($1, '{\"recording_mode\": true}', now() - interval '1 minute', to_timestamp($2 / 1000.0))", [t.tenant!.id, endsAt])
+  await c.query('UPDATE tenants SET trial_ends_at = to_timestamp($2 / 1000.0) WHERE id = $1', [t.tenant!.id, clock + 45_000])
+
+  assert.equal((await engine.check(t.tenant!.id, 'recording_mode')).allowed, true)
+  assert.equal((await engine.check(t.tenant!.id, 'seats')).allowed, true)
+  const misses = engine.stats.misses
+  clock = endsAt - 1
+  assert.equal((await engine.check(t.tenant!.id, 'recording_mode')).allowed, true)
+  assert.equal(engine.stats.misses, misses, 'still served from the cache')
+  clock = endsAt
+  const ended = await engine.check(t.tenant!.id, 'recording_mode')
+  assert.deepEqual([ended.allowed, ended.source], [false, 'plan'], 'the contract ended at its second, with nothing written')
+
+  clock += 15_000 // the trial has ended: past due (grace), seats still allowed
+  const seats = await engine.check(t.tenant!.id, 'seats')
+  assert.equal(seats.allowed, true)
+  assert.match(seats.reason, /past due/)
+  clock += 8 * 86_400_000 // grace over: treated as suspended
+  assert.deepEqual(await engine.check(t.tenant!.id, 'seats'), { allowed: false, limit: 0, source: 'lifecycle', reason: 'tenant is suspended: read-only' })
+})
+
+test('three instances with broadcast: a downgrade through A is denied on B and C within 1 s', async () => {
+  const config = testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: true, ENTITLEMENT_CACHE_TTL_MS: 60_000 })
+  const a = await buildTestApp(config)
+  const b = await buildTestApp(config)
+  const c = await buildTestApp(config)
+  await waitFor(() => [a, b, c].every(x => x.entitlementBroadcast!.connected), { what: 'listeners up' })
+  const t = await signupTenant(a)
+  await setPlan(a, t.tenant!.id, 'pro')
+  for (const x of [a, b, c]) assert.equal((await check(x, t, 'recording_mode')).allowed, true) // warm every cache
+  const started = Date.now()
+  assert.equal((await setPlan(a, t.tenant!.id, 'free')).statusCode, 200)
+  await waitFor(async () => !(await check(b, t, 'recording_mode')).allowed && !(await check(c, t, 'recording_mode')).allowed,
+    { timeoutMs: 1000, intervalMs: 10, what: 'denial on B and C' })
+  console.log(`# downgrade seen on B and C after ${Date.now() - started} ms`)
+  assert.equal(a.entitlements.stats.invalidations > 0, true)
+})
+
+test('broadcast off: B keeps its cached ALLOW until the TTL (the documented gap)', async () => {
+  const config = testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: false, ENTITLEMENT_CACHE_TTL_MS: 800 })
+  const a = await buildTestApp(config)
+  const b = await buildTestApp(config)
+  const t = await signupTenant(a)
+  await setPlan(a, t.tenant!.id, 'pro')
+  assert.equal((await check(b, t, 'recording_mode')).allowed, true)
+  await setPlan(a, t.tenant!.id, 'free')
+  assert.equal((await check(a, t, 'recording_mode')).allowed, false, 'A invalidated itself')
+  assert.equal((await check(b, t, 'recording_mode')).allowed, true, 'B still serves its cached ALLOW')
+  await waitFor(async () => !(await check(b, t, 'recording_mode')).allowed, { timeoutMs: 3000, what: 'TTL expiry on B' })
+})
+
+test('backoff: 1 s, 2 s, 4 s … capped at 30 s', () => {
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 10].map(n => backoffDelay(n)), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+})
+
+test('listener: echo suppressed, malformed payload ignored, killed backend → reconnect after the backoff and a full invalidation', async () => {
+  const logs = captureLogs()
+  const a = await buildTestApp(testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: true }))
+  const b = await buildTestApp(testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: true, LOG_LEVEL: 'info' }), { logs })
+  await waitFor(() => a.entitlementBroadcast!.connected && b.entitlementBroadcast!.connected, { what: 'listeners up' })
+  const t = await signupTenant(b)
+  const c = await admin()
+
+  // A change made through B comes back to B on the channel and is dropped as an echo; A applies it.
+  await setPlan(b, t.tenant!.id, 'pro')
+  await waitFor(() => b.entitlementBroadcast!.echoes === 1 && a.entitlementBroadcast!.received === 1, { what: 'echo on B, delivery on A' })
+  assert.equal(b.entitlementBroadcast!.received, 0)
+
+  // Malformed payloads are logged and ignored; the listener stays up.
+  await c.query("SELECT pg_notify('govula_entitlement_changed', 'not json'), pg_notify('govula_entitlement_changed', '{\"type\":\"drop.tables\",\"tenantId\":\"x\"}')")
+  await waitFor(() => b.entitlementBroadcast!.dropped === 2, { what: 'malformed payloads dropped' })
+  assert.equal(logs.lines.filter(l => l.msg === 'malformed entitlement notification ignored').length, 2)
+  assert.equal(b.entitlementBroadcast!.connected, true)
+
+  // Warm B's cache, kill its listener backend, and change the plan while it is down.
+  assert.equal((await check(b, t, 'recording_mode')).allowed, true)
+  const killedAt = Date.now()
+  const killed = await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'govula-broadcast' AND datname = current_database()")
+  assert.ok(killed.rowCount! >= 2)
+  await waitFor(() => !b.entitlementBroadcast!.connected, { what: 'the loss to be noticed' })
+  await b.bootEnvelope.refresh()
+  assert.equal(b.bootEnvelope.report().checks.find(k => k.name === 'entitlement-broadcast')?.ok, false)
+  assert.equal(b.bootEnvelope.report().status, 'ready', 'informational: degraded, not failing')
+  await c.query("UPDATE tenants SET plan = 'free' WHERE id = $1", [t.tenant!.id]) // a change no NOTIFY announced
+
+  await waitFor(() => b.entitlementBroadcast!.connected, { timeoutMs: 5000, what: 'reconnect' })
+  assert.ok(Date.now() - killedAt >= 900, 'the first retry waits the 1 s backoff')
+  assert.equal(b.entitlementBroadcast!.reconnects, 1)
+  // Notifications sent while it was down are lost, so the reconnect dropped the whole cache.
+  assert.equal((await check(b, t, 'recording_mode')).allowed, false)
+  assert.ok(logs.lines.some(l => String(l.msg).startsWith('entitlement broadcast listener lost its connection')))
+})
+
+test('database unreachable at boot: the service boots, warns, and the engine keeps its TTL behaviour', async () => {
+  const target = new URL(db.runtimeUrl)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  after(() => proxy.close())
+  const logs = captureLogs()
+  const config = testConfig(db, {
+    ENTITLEMENT_BROADCAST_ENABLED: true,
+    LOG_LEVEL: 'info',
+    DATABASE_DIRECT_URL: viaPort(db.runtimeUrl, proxy.port)
+  })
+  proxy.down()
+  const x = await buildTestApp(config, { logs })
+  await waitFor(() => logs.lines.some(l => String(l.msg).startsWith('entitlement broadcast listener lost')), { what: 'a warning' })
+  const t = await signupTenant(x)
+  assert.equal((await check(x, t, 'seats')).allowed, true, 'entitlements still work without the listener')
+  proxy.up()
+  await waitFor(() => x.entitlementBroadcast!.connected, { timeoutMs: 6000, what: 'the listener to connect once the database is reachable' })
+})
+
+test('shutdown closes the listener before the pool', async () => {
+  const logs = captureLogs()
+  const x = await buildTestApp(testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: true, LOG_LEVEL: 'info' }), { logs, autoClose: false })
+  await waitFor(() => x.entitlementBroadcast!.connected, { what: 'listener up' })
+  await x.close()
+  const closed = logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
+  assert.deepEqual(closed, ['entitlement-broadcast', 'boot-envelope', 'db'])
+})
