@@ -41,8 +41,12 @@ export const ConfigSchema = Type.Object({
   ARGON2_PARALLELISM: Int(1, 1, 16),
   ARGON2_MAX_CONCURRENCY: Int(4, 1, 64),
   LOGIN_MAX_FAILURES_PER_HOUR: Int(100, 1),
+  RATE_LIMIT_MAX: Int(1200, 1),
+  RATE_LIMIT_WINDOW: Int(60_000, 1000),
   AUTH_RATE_LIMIT_MAX: Int(20, 1),
   AUTH_RATE_LIMIT_WINDOW_MS: Int(60_000, 1000),
+  AUTH_RATE_LIMIT_FALLBACK_MAX: Int(10, 1),
+  REDIS_COMMAND_TIMEOUT_MS: Int(100, 10),
   OPERATOR_BOOTSTRAP_EMAIL: Type.Optional(Type.String({ minLength: 3 })),
   OPERATOR_BOOTSTRAP_PASSWORD: Type.Optional(Type.String({ minLength: 8 })),
 

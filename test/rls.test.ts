@@ -9,7 +9,7 @@ const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 2 }), {
   setup (app) {
     // Reads every membership row it can see, with no WHERE: only row-level security keeps
     // other tenants out. `fail` throws mid-transaction, after the read.
-    app.get('/test/visible-members', { config: { auth: 'tenant' } }, async (request) => {
+    app.get('/test/visible-members', { config: { auth: 'tenant', rateLimit: false, tenantRateLimit: false } }, async (request) => {
       return request.withTenant(async (client) => {
         const { rows } = await client.query<{ tenant_id: string }>('SELECT tenant_id FROM memberships')
         if ((request.query as { fail?: string }).fail) throw new Error('mid-transaction failure')

@@ -3,7 +3,6 @@ import { Type } from '@sinclair/typebox'
 import { DateTime, NoContent, Role, strict, Uuid } from '../schemas.js'
 import type { FastifyRequest } from 'fastify'
 import { PASSWORD_MAX, PASSWORD_MIN } from '../../services/passwords.js'
-import { normaliseEmail } from '../../services/accounts.js'
 
 const Email = Type.String({ format: 'email', maxLength: 254 })
 const Password = Type.String({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
@@ -34,13 +33,9 @@ const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.
 /** Sign-up, login, refresh, logout, sessions and password: API.md's Auth table. */
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   const { accounts, config } = fastify
-  // Per client IP on the credential routes; login is limited per account as well.
-  const perIp = { max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS }
-  const perAccount = fastify.rateLimit({
-    max: config.AUTH_RATE_LIMIT_MAX,
-    timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS,
-    keyGenerator: (request) => `account:${normaliseEmail(String((request.body as { email?: unknown } | undefined)?.email ?? ''))}`
-  })
+  // Stricter per-IP limits on the credential routes (with a strict per-process fallback when
+  // Redis is down); login is limited per account as well (fastify.accountRateLimit).
+  const perIp = { max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS, strictFallbackMax: config.AUTH_RATE_LIMIT_FALLBACK_MAX }
 
   fastify.post('/api/v1/auth/signup', {
     config: { auth: false, rateLimit: perIp },
@@ -53,7 +48,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/api/v1/auth/login', {
     config: { auth: false, rateLimit: perIp },
-    preHandler: perAccount,
+    preHandler: fastify.accountRateLimit,
     schema: {
       tags: ['auth'],
       body: Type.Object({

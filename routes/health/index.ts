@@ -18,13 +18,13 @@ const Readiness = Type.Object({
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', {
     schema: { tags: ['probes'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
-    config: { probe: true, auth: false },
+    config: { probe: true, auth: false, rateLimit: false },
     logLevel: 'warn'
   }, async () => ({ status: 'ok' as const }))
 
   fastify.get('/api/v1/health', {
     schema: { tags: ['probes'], response: { 200: Readiness, 503: Readiness } },
-    config: { probe: true, auth: false },
+    config: { probe: true, auth: false, rateLimit: false },
     logLevel: 'warn'
   }, async (_request, reply) => {
     const report = fastify.bootEnvelope.report()
