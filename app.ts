@@ -15,11 +15,14 @@ import tenantContext from './plugins/tenant-context.js'
 import entitlements from './plugins/entitlements.js'
 import entitlementBroadcast from './plugins/entitlement-broadcast.js'
 import rateLimit from './plugins/rate-limit.js'
+import scheduler from './plugins/scheduler.js'
 import healthRoutes from './routes/health/index.js'
 import authRoutes from './routes/auth/index.js'
 import tenantRoutes from './routes/tenant/index.js'
 import entitlementRoutes from './routes/entitlements/index.js'
 import operatorTenantRoutes from './routes/operator/tenants.js'
+import operatorJobRoutes from './routes/operator/jobs.js'
+import internalCronRoutes from './routes/internal-cron/index.js'
 
 export interface BuildOptions {
   /** The process logger (server.ts shares it with the boot steps before the app exists). */
@@ -93,12 +96,15 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(entitlements)
   await app.register(entitlementBroadcast)
   await app.register(rateLimit)
+  await app.register(scheduler)
 
   await app.register(healthRoutes)
   await app.register(authRoutes)
   await app.register(tenantRoutes)
   await app.register(entitlementRoutes)
   await app.register(operatorTenantRoutes)
+  await app.register(operatorJobRoutes)
+  await app.register(internalCronRoutes)
   return app
 }
 

@@ -1,10 +1,11 @@
 import { AppError, notFound } from '../errors.js'
-import type { AuditSink } from './audit-sink.js'
+import type { AuditEntry, AuditSink } from './audit-sink.js'
 import { isUuid, type Database, type Queryable } from './database.js'
 import {
   BROADCAST_CHANNEL, effectiveLifecycle, loadTenantState, TRANSITIONS,
   type ChangeType, type EntitlementEngine, type Lifecycle
 } from './entitlements.js'
+import type { Logger } from './logger.js'
 import type { AuthContext } from './sessions.js'
 
 export interface TenantRow { id: string, name: string, slug: string, plan: string, lifecycle: Lifecycle }
@@ -17,14 +18,18 @@ const TENANT_COLUMNS = 'id, name, slug, plan, lifecycle'
  * transaction that also writes tenant_operation_log and operator_audit_events and sends the
  * cross-replica NOTIFY (delivered only if it commits); the local event follows the commit.
  */
-export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: {
+export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, log }: {
   db: Database
+  log: Logger
   audit: AuditSink
   engine: EntitlementEngine
   originToken: string
   graceMs: number
 }) {
-  async function change<T> (operator: AuthContext, tenantId: string, type: ChangeType,
+  const operatorActor = (operator: AuthContext): AuditEntry['actor'] => ({ type: 'operator', id: operator.userId, email: operator.email })
+  const SYSTEM: AuditEntry['actor'] = { type: 'system', id: null }
+
+  async function change<T> (actor: AuditEntry['actor'], tenantId: string, type: ChangeType,
     fn: (client: Queryable, before: TenantRow) => Promise<{ result: T, action: string, data: Record<string, unknown> }>): Promise<T> {
     if (!isUuid(tenantId)) throw notFound('tenant')
     const result = await db.withTransaction(async (client) => {
@@ -33,7 +38,6 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
       const { rows: [before] } = await client.query<TenantRow>(`SELECT ${TENANT_COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE`, [tenantId])
       if (!before) throw notFound('tenant')
       const { result, action, data } = await fn(client, before)
-      const actor = { type: 'operator' as const, id: operator.userId, email: operator.email }
       await audit(client, 'tenant_operation_log', tenantId, { actor, action, target: { type: 'tenant', id: tenantId }, data })
       await audit(client, 'operator_audit_events', null, { actor, action, target: { type: 'tenant', id: tenantId }, data })
       await client.query('SELECT pg_notify($1, $2)', [BROADCAST_CHANNEL, JSON.stringify({ type, tenantId, originToken })])
@@ -41,6 +45,28 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
     })
     engine.emitChange(type, tenantId)
     return result
+  }
+
+  /**
+   * An operator's transition starts from where the tenant is now, dates included (a trial
+   * that has ended is past due even if no job has written it yet). A `due` transition is the
+   * job writing down what a date already put in force, so it starts from the stored state.
+   */
+  function transition (actor: AuditEntry['actor'], tenantId: string, to: Lifecycle, due = false) {
+    return change(actor, tenantId, 'lifecycle.changed', async (client, before) => {
+      const state = await loadTenantState(client, tenantId)
+      const from = due ? before.lifecycle : effectiveLifecycle(state!, Date.now(), graceMs).lifecycle
+      if (!TRANSITIONS[from].includes(to)) {
+        throw new AppError('CONFLICT', `a ${from} tenant cannot become ${to}; allowed: ${TRANSITIONS[from].join(', ') || 'none'}`)
+      }
+      // Past due starts its grace now, or, when a job records a trial that ended, at the trial's end.
+      const { rows: [after] } = await client.query<TenantRow>(
+        `UPDATE tenants SET lifecycle = $2, lifecycle_changed_at = now(),
+                grace_ends_at = CASE WHEN $2 = 'past_due'
+                  THEN (CASE WHEN $4 THEN trial_ends_at ELSE now() END) + make_interval(secs => $3) ELSE NULL END
+          WHERE id = $1 RETURNING ${TENANT_COLUMNS}`, [tenantId, to, graceMs / 1000, due && from === 'trial'])
+      return { result: after!, action: 'tenant.lifecycle_changed', data: { before: { lifecycle: from }, after: { lifecycle: to } } }
+    })
   }
 
   return {
@@ -57,7 +83,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
     },
 
     setPlan (operator: AuthContext, tenantId: string, plan: string) {
-      return change(operator, tenantId, 'entitlement.changed', async (client, before) => {
+      return change(operatorActor(operator), tenantId, 'entitlement.changed', async (client, before) => {
         const { rows: [after] } = await client.query<TenantRow>(`UPDATE tenants SET plan = $2 WHERE id = $1 RETURNING ${TENANT_COLUMNS}`, [tenantId, plan])
         return { result: after!, action: 'tenant.plan_changed', data: { before: { plan: before.plan }, after: { plan } } }
       })
@@ -65,7 +91,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
 
     putContract (operator: AuthContext, tenantId: string, input: { features: Record<string, unknown>, startsAt: string, endsAt: string }) {
       if (!(Date.parse(input.endsAt) > Date.parse(input.startsAt))) throw new AppError('VALIDATION_FAILED', 'endsAt must be after startsAt')
-      return change(operator, tenantId, 'contract.changed', async (client) => {
+      return change(operatorActor(operator), tenantId, 'contract.changed', async (client) => {
         const { rows: [previous] } = await client.query('SELECT features, starts_at, ends_at FROM tenant_contracts WHERE tenant_id = $1', [tenantId])
         const { rows: [contract] } = await client.query<Contract>(
           `INSERT INTO tenant_contracts (tenant_id, features, starts_at, ends_at) VALUES ($1, $2, $3, $4)
@@ -77,7 +103,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
     },
 
     deleteContract (operator: AuthContext, tenantId: string) {
-      return change(operator, tenantId, 'contract.changed', async (client) => {
+      return change(operatorActor(operator), tenantId, 'contract.changed', async (client) => {
         const { rows: [previous] } = await client.query('DELETE FROM tenant_contracts WHERE tenant_id = $1 RETURNING features, starts_at, ends_at', [tenantId])
         if (!previous) throw notFound('contract')
         return { result: undefined, action: 'tenant.contract_removed', data: { before: previous, after: null } }
@@ -85,20 +111,48 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs }: 
     },
 
     transition (operator: AuthContext, tenantId: string, to: Lifecycle) {
-      return change(operator, tenantId, 'lifecycle.changed', async (client) => {
-        // The transition starts from where the tenant is now, dates included (a trial that
-        // has ended is past due even if no job has written it yet).
-        const state = await loadTenantState(client, tenantId)
-        const from = effectiveLifecycle(state!, Date.now(), graceMs).lifecycle
-        if (!TRANSITIONS[from].includes(to)) {
-          throw new AppError('CONFLICT', `a ${from} tenant cannot become ${to}; allowed: ${TRANSITIONS[from].join(', ') || 'none'}`)
-        }
-        const { rows: [after] } = await client.query<TenantRow>(
-          `UPDATE tenants SET lifecycle = $2, lifecycle_changed_at = now(),
-                  grace_ends_at = CASE WHEN $2 = 'past_due' THEN now() + make_interval(secs => $3) ELSE NULL END
-            WHERE id = $1 RETURNING ${TENANT_COLUMNS}`, [tenantId, to, graceMs / 1000])
-        return { result: after!, action: 'tenant.lifecycle_changed', data: { before: { lifecycle: from }, after: { lifecycle: to } } }
+      return transition(operatorActor(operator), tenantId, to)
+    },
+
+    /**
+     * The scheduler's job: writes the transitions that dates have already put in force
+     * (trial end → past due, grace end → suspended, contract end → removed), each with its
+     * operation-log row and change event, like an operator's. Stops between tenants on abort.
+     */
+    async applyDueTransitions (signal: AbortSignal) {
+      const due = await db.withTransaction(async (client) => {
+        await client.query("SELECT set_config('app.operator', 'on', true)")
+        const { rows } = await client.query<{ id: string, kind: 'trial' | 'grace' | 'contract' }>(`
+          SELECT id, 'trial' AS kind FROM tenants WHERE lifecycle = 'trial' AND trial_ends_at <= now()
+          UNION ALL SELECT id, 'grace' FROM tenants WHERE lifecycle = 'past_due' AND grace_ends_at <= now()
+          UNION ALL SELECT tenant_id, 'contract' FROM tenant_contracts WHERE ends_at <= now()
+          ORDER BY 1`)
+        return rows
       })
+      const done = { trialsEnded: 0, gracesEnded: 0, contractsEnded: 0, failed: 0 }
+      for (const { id, kind } of due) {
+        if (signal.aborted) break
+        try {
+          if (kind === 'trial') {
+            await transition(SYSTEM, id, 'past_due', true)
+            done.trialsEnded++
+          } else if (kind === 'grace') {
+            await transition(SYSTEM, id, 'suspended', true)
+            done.gracesEnded++
+          } else {
+            await change(SYSTEM, id, 'contract.changed', async (client) => {
+              const { rows: [ended] } = await client.query('DELETE FROM tenant_contracts WHERE tenant_id = $1 AND ends_at <= now() RETURNING features, starts_at, ends_at', [id])
+              return { result: undefined, action: 'tenant.contract_ended', data: { before: ended ?? null, after: null } }
+            })
+            done.contractsEnded++
+          }
+        } catch (err) {
+          // One tenant's failure (a concurrent operator change, say) must not stop the others.
+          done.failed++
+          log.warn({ err, tenantId: id, kind }, 'due lifecycle transition failed; retried next tick')
+        }
+      }
+      return done
     }
   }
 }

@@ -240,5 +240,5 @@ test('shutdown closes the listener before the pool', async () => {
   await waitFor(() => x.entitlementBroadcast!.connected, { what: 'listener up' })
   await x.close()
   const closed = logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['entitlement-broadcast', 'boot-envelope', 'db'])
+  assert.deepEqual(closed, ['scheduler', 'entitlement-broadcast', 'boot-envelope', 'db'])
 })

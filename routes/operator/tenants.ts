@@ -25,7 +25,8 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
     audit: fastify.audit,
     engine: fastify.entitlements,
     originToken: fastify.originToken,
-    graceMs: fastify.config.PAST_DUE_GRACE_DAYS * 86_400_000
+    graceMs: fastify.config.PAST_DUE_GRACE_DAYS * 86_400_000,
+    log: fastify.log
   })
   const operator = { auth: 'operator' as const }
 

@@ -1,0 +1,41 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { AppError } from '../../errors.js'
+import { secretMatcher } from '../../services/secrets.js'
+
+const BEARER = /^Bearer (.+)$/i
+
+/**
+ * POST /api/internal/cron/:job for an external scheduler (GitHub Actions, EventBridge, a
+ * Kubernetes CronJob). The whole mount exists only with ENABLE_INTERNAL_CRON=1 and a
+ * CRON_SECRET; otherwise every path under it is a plain 404.
+ */
+const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { config, jobRunner } = fastify
+  if (!config.ENABLE_INTERNAL_CRON || !config.CRON_SECRET) return
+  const matches = secretMatcher(config.CRON_SECRET)
+
+  fastify.post('/api/internal/cron/:job', {
+    config: { auth: false },
+    schema: {
+      tags: ['internal'],
+      params: Type.Object({ job: Type.String({ maxLength: 64 }) }),
+      response: {
+        200: Type.Object({
+          job: Type.String(),
+          ran: Type.Boolean({ description: 'false when another run holds this tick' }),
+          durationMs: Type.Number(),
+          result: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()])
+        })
+      }
+    }
+  }, async (request) => {
+    const match = BEARER.exec(request.headers.authorization ?? '')
+    if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <CRON_SECRET>')
+    if (!matches(match[1]!)) throw new AppError('AUTH_INVALID_TOKEN', 'the cron secret is not valid')
+    if (!jobRunner.has(request.params.job)) throw new AppError('NOT_FOUND', `no job named ${request.params.job}; jobs: ${jobRunner.names().join(', ')}`)
+    return jobRunner.run(request.params.job, 'cron')
+  })
+}
+
+export default internalCron
