@@ -9,6 +9,8 @@ import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import db from './plugins/db.js'
 import bootEnvelope from './plugins/boot-envelope.js'
+import metrics from './plugins/metrics.js'
+import openapi from './plugins/openapi.js'
 import audit from './plugins/audit.js'
 import auth from './plugins/auth.js'
 import tenantContext from './plugins/tenant-context.js'
@@ -90,6 +92,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(errorHandler)
   await app.register(db)
   await app.register(bootEnvelope)
+  await app.register(metrics)
   await app.register(audit)
   await app.register(auth)
   await app.register(tenantContext)
@@ -97,6 +100,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(entitlementBroadcast)
   await app.register(rateLimit)
   await app.register(scheduler)
+  await app.register(openapi)
 
   await app.register(healthRoutes)
   await app.register(authRoutes)

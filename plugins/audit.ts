@@ -10,5 +10,14 @@ declare module 'fastify' {
 
 /** The audit chain writer every service that changes something is given. */
 export default fp(async (fastify) => {
-  fastify.decorate('audit', noAudit)
-}, { name: 'audit', dependencies: ['db'], fastify: '5.x' })
+  const sink: AuditSink = noAudit
+  const latency = fastify.metrics.auditAppend
+  fastify.decorate('audit', async (client, chain, tenantId, entry) => {
+    const end = latency.startTimer()
+    try {
+      return await sink(client, chain, tenantId, entry)
+    } finally {
+      end()
+    }
+  })
+}, { name: 'audit', dependencies: ['db', 'metrics'], fastify: '5.x' })

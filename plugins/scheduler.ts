@@ -29,7 +29,7 @@ export default fp(async (fastify) => {
     ['lifecycle-transitions', { intervalMs: config.JOB_LIFECYCLE_INTERVAL_S * 1000, run: (signal) => admin.applyDueTransitions(signal) }]
   ])
   fastify.decorate('jobs', jobs)
-  const runner = createJobRunner({ db, log, instance, jobs })
+  const runner = createJobRunner({ db, log, instance, jobs, onOutcome: (job, outcome) => fastify.metrics.jobRuns.inc({ job, outcome }) })
   fastify.decorate('jobRunner', runner)
 
   await fastify.register(fastifySchedule)
@@ -47,4 +47,4 @@ export default fp(async (fastify) => {
     await runner.drain(config.JOB_SHUTDOWN_DEADLINE_MS)
     log.info({ closed: 'scheduler' }, 'scheduler stopped')
   })
-}, { name: 'scheduler', dependencies: ['config', 'db', 'audit', 'entitlements'], fastify: '5.x' })
+}, { name: 'scheduler', dependencies: ['config', 'db', 'audit', 'entitlements', 'metrics'], fastify: '5.x' })

@@ -25,12 +25,14 @@ export class UnknownJobError extends Error {}
  * are tracked so shutdown can wait for them (toad-scheduler's stop() does not), aborting
  * them at a deadline.
  */
-export function createJobRunner ({ db, log, instance, jobs, now = Date.now }: {
+export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOutcome = () => {} }: {
   db: Database
   log: Logger
   instance: string
   jobs: Map<string, Job>
   now?: () => number
+  /** Told of every finished run (metrics). */
+  onOutcome?: (job: string, outcome: 'succeeded' | 'failed' | 'aborted') => void
 }) {
   const running = new Map<Promise<unknown>, AbortController>()
   let accepting = true
@@ -53,10 +55,12 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now }: {
       const result = await work
       await db.query("UPDATE job_runs SET finished_at = clock_timestamp(), outcome = 'succeeded', result = $2 WHERE id = $1", [lease.id, result])
       log.info({ job: name, trigger, result, ms: now() - started }, 'job succeeded')
+      onOutcome(name, 'succeeded')
       return { job: name, ran: true, durationMs: now() - started, result }
     } catch (err) {
       const outcome = controller.signal.aborted ? 'aborted' : 'failed'
       log.error({ job: name, trigger, err }, `job ${outcome}`)
+      onOutcome(name, outcome)
       await db.query('UPDATE job_runs SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1',
         [lease.id, outcome, (err as Error).message?.slice(0, 2000) ?? String(err)]).catch(() => {})
       throw err

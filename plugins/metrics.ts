@@ -1,0 +1,98 @@
+import http from 'node:http'
+import fp from 'fastify-plugin'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  auditAppend: Histogram
+  jobRuns: Counter<'job' | 'outcome'>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
+
+/**
+ * Prometheus metrics (prom-client), one registry per app instance. Served at GET /metrics only
+ * with METRICS_ENABLED: on METRICS_PORT when set (keeps it off the public listener), else on
+ * the main port. Values owned by other plugins (pool, caches, broadcast, limiter) are read at
+ * scrape time, so the hot path pays nothing for them.
+ */
+export default fp(async (fastify) => {
+  const { config, log } = fastify
+  const registry = new Registry()
+  const metrics: Metrics = {
+    registry,
+    auditAppend: new Histogram({ name: 'govula_audit_append_seconds', help: 'Audit chain append latency (inside the caller\'s transaction)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registers: [registry] }),
+    jobRuns: new Counter({ name: 'govula_job_runs_total', help: 'Scheduled job runs by outcome', labelNames: ['job', 'outcome'], registers: [registry] })
+  }
+  fastify.decorate('metrics', metrics)
+  if (!config.METRICS_ENABLED) return
+
+  collectDefaultMetrics({ register: registry })
+  const duration = new Histogram({
+    name: 'govula_http_request_duration_seconds',
+    help: 'HTTP request duration by route and status',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry]
+  })
+  const rejections = new Counter({ name: 'govula_rate_limit_rejections_total', help: 'Requests answered 429', labelNames: ['route'], registers: [registry] })
+  fastify.addHook('onResponse', (request, reply, done) => {
+    // The route pattern, never the raw URL: label cardinality stays bounded.
+    const route = request.routeOptions.url ?? (request.is404 ? '(not found)' : '(unknown)')
+    duration.observe({ method: request.method, route, status_code: reply.statusCode }, reply.elapsedTime / 1000)
+    if (reply.statusCode === 429) rejections.inc({ route })
+    done()
+  })
+
+  const gauge = (name: string, help: string, read: () => number | undefined, labelNames: string[] = []) =>
+    new Gauge({ name, help, labelNames, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+  const pool = () => fastify.db.pool
+  registry.registerMetric(new Gauge({
+    name: 'govula_db_pool_connections',
+    help: 'Pool connections by state',
+    labelNames: ['state'],
+    registers: [],
+    collect () {
+      this.set({ state: 'total' }, pool().totalCount)
+      this.set({ state: 'idle' }, pool().idleCount)
+      this.set({ state: 'waiting' }, pool().waitingCount)
+    }
+  }))
+  gauge('govula_db_pool_max', 'Pool size (DB_MAX_CONNECTIONS)', () => config.DB_MAX_CONNECTIONS)
+  // Counters kept by the engine and the limiter, exported as their running totals.
+  gauge('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
+  gauge('govula_entitlement_cache_misses_total', 'Entitlement checks computed from the database', () => fastify.entitlements?.stats.misses)
+  gauge('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events', () => fastify.entitlements?.stats.invalidations)
+  gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up (absent when broadcast is off)', () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
+  gauge('govula_entitlement_broadcast_reconnects_total', 'LISTEN reconnections', () => fastify.entitlementBroadcast?.reconnects)
+  gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer', () => fastify.limiterHealth?.failOpens)
+  gauge('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback', () => fastify.limiterHealth?.fallbacks)
+  gauge('govula_redis_up', '1 while Redis answers the limiter (absent without REDIS_URL)', () => config.REDIS_URL ? Number(fastify.limiterHealth?.redisUp) : undefined)
+  gauge('govula_ready', '1 while readiness passes', () => Number(fastify.bootEnvelope.ready()))
+
+  const scrape = async () => ({ contentType: registry.contentType, body: await registry.metrics() })
+  if (config.METRICS_PORT) {
+    const server = http.createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end()
+        return
+      }
+      scrape().then(({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
+        () => res.writeHead(500).end())
+    })
+    fastify.addHook('onListen', async () => {
+      await new Promise<void>(resolve => server.listen(config.METRICS_PORT, config.HOST, resolve))
+      log.info({ port: config.METRICS_PORT }, 'metrics listening')
+    })
+    fastify.addHook('onClose', async () => { await new Promise(resolve => server.close(resolve)) })
+  } else {
+    fastify.get('/metrics', { config: { auth: false, rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {
+      const { contentType, body } = await scrape()
+      return reply.type(contentType).send(body)
+    })
+  }
+}, { name: 'metrics', dependencies: ['config', 'db', 'boot-envelope'], fastify: '5.x' })
