@@ -19,6 +19,7 @@ export default fp(async (fastify) => {
   const envelope = createBootEnvelope(log)
   const checks = databaseChecks({
     pool: fastify.db.pool,
+    poolMax: config.DB_MAX_CONNECTIONS,
     migrations: await loadMigrations(),
     migrateWith: config.MIGRATE_ON_BOOT ? databaseUrls(config).migration : undefined,
     log

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import { databaseUrls } from '../config.js'
@@ -6,12 +7,15 @@ import { createDatabase, type Database } from '../services/database.js'
 declare module 'fastify' {
   interface FastifyInstance {
     db: Database
+    /** A short id of this app instance (connection names, job run records). */
+    instanceId: string
   }
 }
 
 /** The pg pool (through @fastify/postgres, which ends it on close) and the transaction helpers. */
 export default fp(async (fastify) => {
   const { config, log } = fastify
+  fastify.decorate('instanceId', randomBytes(4).toString('hex'))
   // Registered before @fastify/postgres so that, onClose running in reverse, it runs after
   // the pool has ended: this line is the last word of a clean shutdown.
   fastify.addHook('onClose', async () => { log.info({ closed: 'db' }, 'database pool closed') })
@@ -22,7 +26,8 @@ export default fp(async (fastify) => {
     idleTimeoutMillis: config.DB_IDLE_TIMEOUT,
     connectionTimeoutMillis: config.DB_CONNECTION_TIMEOUT,
     statement_timeout: config.DB_STATEMENT_TIMEOUT || undefined,
-    application_name: 'govula-core'
+    // One name per instance: the pool-sizing check counts replicas by it.
+    application_name: `govula-core:${fastify.instanceId}`
   })
   const pool = fastify.pg.pool
   // Without these listeners a backend killed under an idle or checked-out client would emit

@@ -48,6 +48,8 @@ export async function rlsViolations (client: Pick<pg.ClientBase, 'query'>): Prom
 
 export interface DatabaseCheckOptions {
   pool: pg.Pool
+  /** DB_MAX_CONNECTIONS, for the sizing rule. */
+  poolMax?: number
   migrations: Migration[]
   /** Owner-role URL; when set, pending migrations are applied by the check itself. */
   migrateWith?: string
@@ -55,7 +57,7 @@ export interface DatabaseCheckOptions {
 }
 
 /** The boot envelope's database checks: reachable, migrations current, runtime role safe. */
-export function databaseChecks ({ pool, migrations, migrateWith, log }: DatabaseCheckOptions): Check[] {
+export function databaseChecks ({ pool, poolMax, migrations, migrateWith, log }: DatabaseCheckOptions): Check[] {
   return [
     {
       name: 'database',
@@ -93,6 +95,24 @@ export function databaseChecks ({ pool, migrations, migrateWith, log }: Database
         ].filter(Boolean)
         if (problems.length) throw new CheckFailure(`role ${role.user} ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
         return `${role.user} is least-privileged`
+      }
+    },
+    {
+      // The sizing rule: DB_MAX_CONNECTIONS × replicas ≤ 0.8 × max_connections. Replicas are
+      // counted by their connection names (visible to the same role); behind PgBouncer the
+      // server's max_connections is not the limit, so treat the warning as a hint there.
+      name: 'pool-sizing',
+      critical: false,
+      async run () {
+        const { rows: [r] } = await pool.query<{ max: number, replicas: number }>(`
+          SELECT current_setting('max_connections')::int AS max,
+                 greatest(1, (SELECT count(DISTINCT application_name)::int FROM pg_stat_activity
+                               WHERE usename = current_user AND application_name LIKE 'govula-core:%')) AS replicas`)
+        const need = (poolMax ?? 0) * r!.replicas
+        if (need > 0.8 * r!.max) {
+          throw new CheckFailure(`DB_MAX_CONNECTIONS ${poolMax} × ${r!.replicas} replicas = ${need} > 0.8 × max_connections ${r!.max}; lower DB_MAX_CONNECTIONS or use PgBouncer (docs/scaling.md)`)
+        }
+        return `${need} of ${r!.max} connections at most (${r!.replicas} replicas)`
       }
     },
     {

@@ -50,7 +50,7 @@ test('connections killed under the pool are logged, never crash, and the pool re
   const admin = new pg.Client({ connectionString: db.adminUrl })
   await admin.connect()
   const killed = await admin.query(
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND application_name = 'govula-core'")
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND application_name LIKE 'govula-core:%'")
   await admin.end()
   assert.ok(killed.rowCount! >= 1)
   await waitFor(async () => (await app.db.query('SELECT 1 AS ok')).rows[0].ok === 1, { what: 'the pool to reconnect' })

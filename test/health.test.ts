@@ -14,7 +14,7 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
   assert.equal(ready.statusCode, 200)
   const body = ready.json()
   assert.equal(body.status, 'ready')
-  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role', 'row-level-security'])
+  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role', 'pool-sizing', 'row-level-security'])
   assert.ok(body.checks.every((c: { ok: boolean }) => c.ok))
 })
 
@@ -62,6 +62,15 @@ test('database unreachable at boot: the app still boots, unready, and recovers',
   assert.equal((await app.inject('/health')).statusCode, 200)
   proxy.up()
   await waitFor(async () => (await app.inject('/api/v1/health')).statusCode === 200, { what: 'readiness after the database appears' })
+})
+
+test('pool sizing: a pool too big for max_connections is a warning, not a failure', async () => {
+  const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 1000 }))
+  const body = (await app.inject('/api/v1/health')).json()
+  assert.equal(body.status, 'ready', 'informational')
+  const sizing = body.checks.find((c: { name: string }) => c.name === 'pool-sizing')
+  assert.equal(sizing.ok, false)
+  assert.match(sizing.detail, /DB_MAX_CONNECTIONS 1000 × \d+ replicas = \d+ > 0\.8 × max_connections \d+/)
 })
 
 test('an unsafe runtime role keeps the instance unready', async () => {
