@@ -25,6 +25,10 @@ import entitlementRoutes from './routes/entitlements/index.js'
 import operatorTenantRoutes from './routes/operator/tenants.js'
 import operatorJobRoutes from './routes/operator/jobs.js'
 import internalCronRoutes from './routes/internal-cron/index.js'
+import auditRoutes from './routes/audit/index.js'
+import operatorAuditRoutes from './routes/operator/audit.js'
+import recordingRoutes from './routes/recordings/index.js'
+import recorderRoutes from './routes/recorder/index.js'
 
 export interface BuildOptions {
   /** The process logger (server.ts shares it with the boot steps before the app exists). */
@@ -34,7 +38,7 @@ export interface BuildOptions {
 }
 
 // Secrets never reach the logs, whatever a future log call passes in.
-const SECRET_KEYS = ['password', 'currentPassword', 'newPassword', 'refreshToken', 'accessToken', 'token', 'secret', 'CRON_SECRET']
+const SECRET_KEYS = ['password', 'currentPassword', 'newPassword', 'refreshToken', 'accessToken', 'token', 'secret', 'CRON_SECRET', 'AUDIT_SIGNING_KEY']
 export const REDACT = [
   'req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]',
   ...SECRET_KEYS, ...SECRET_KEYS.map(k => `*.${k}`)
@@ -109,6 +113,10 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(operatorTenantRoutes)
   await app.register(operatorJobRoutes)
   await app.register(internalCronRoutes)
+  await app.register(auditRoutes)
+  await app.register(operatorAuditRoutes)
+  await app.register(recordingRoutes)
+  await app.register(recorderRoutes)
   return app
 }
 

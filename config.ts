@@ -63,7 +63,15 @@ export const ConfigSchema = Type.Object({
   JOB_AUDIT_CHECKPOINT_INTERVAL_S: Int(3600, 1),
   JOB_SHUTDOWN_DEADLINE_MS: Int(5000, 0),
   ENABLE_INTERNAL_CRON: Bool(false),
-  CRON_SECRET: Type.Optional(Type.String({ minLength: 1 }))
+  CRON_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  // Ed25519 private key (PKCS#8 PEM or base64url DER) that signs audit checkpoints
+  // (docs/audit.md); outside production a public development key stands in.
+  AUDIT_SIGNING_KEY: Type.Optional(Type.String({ minLength: 1 })),
+
+  // Recording ingest (docs/recording.md): a batch over these is refused whole.
+  RECORDING_MAX_BATCH_EVENTS: Int(500, 1, 10_000),
+  RECORDING_MAX_BATCH_BYTES: Int(524_288, 1024, 16_777_216),
+  RECORDING_MAX_PAYLOAD_BYTES: Int(16_384, 64, 1_048_576)
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>

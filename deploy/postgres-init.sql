@@ -20,3 +20,8 @@ GRANT govula_runtime TO govula_app;
 -- Owned by govula_owner: on PostgreSQL 15+ that also makes it the owner of schema public,
 -- which the first migration needs (it revokes CREATE there from PUBLIC).
 CREATE DATABASE govula OWNER govula_owner;
+
+-- PgBouncer (transaction pooling) refuses the statement_timeout startup parameter, so behind
+-- it the service runs with DB_STATEMENT_TIMEOUT=0 and the timeout lives on the role instead
+-- (in this database only; the direct LISTEN connection gets it too, harmlessly).
+ALTER ROLE govula_app IN DATABASE govula SET statement_timeout = '10s';

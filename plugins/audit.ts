@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import { noAudit, type AuditSink } from '../services/audit-sink.js'
+import type { AuditSink } from '../services/audit-sink.js'
+import { appendAudit } from '../services/audit.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,7 +11,7 @@ declare module 'fastify' {
 
 /** The audit chain writer every service that changes something is given. */
 export default fp(async (fastify) => {
-  const sink: AuditSink = noAudit
+  const sink: AuditSink = appendAudit
   const latency = fastify.metrics.auditAppend
   fastify.decorate('audit', async (client, chain, tenantId, entry) => {
     const end = latency.startTimer()

@@ -9,7 +9,7 @@ import swaggerUi from '@fastify/swagger-ui'
 export default fp(async (fastify) => {
   await fastify.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0', // 3.1: TypeBox emits JSON Schema (type 'null', type lists), which 3.0 lacks
       info: { title: 'Govula core', version: '1.0.0', description: 'The REST contract of API.md. Errors are RFC 9457 problem+json.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]

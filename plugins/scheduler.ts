@@ -4,6 +4,9 @@ import fastifySchedule from '@fastify/schedule'
 import { AsyncTask, SimpleIntervalJob } from 'toad-scheduler'
 import { createJobRunner, type Job, type JobRunner } from '../services/job-runner.js'
 import { purgeSessions } from '../services/jobs/purge-sessions.js'
+import { checkpointAuditChains } from '../services/jobs/audit-checkpoints.js'
+import { resolveAuditSigner } from '../services/audit-checkpoints.js'
+import { purgeExpiredRecordings } from '../services/recordings.js'
 import { createTenantAdmin } from '../services/tenant-admin.js'
 
 declare module 'fastify' {
@@ -26,8 +29,12 @@ export default fp(async (fastify) => {
   const admin = createTenantAdmin({ db, audit: fastify.audit, engine: fastify.entitlements, originToken: fastify.originToken, graceMs: config.PAST_DUE_GRACE_DAYS * 86_400_000, log })
   const jobs = new Map<string, Job>([
     ['purge-sessions', { intervalMs: config.JOB_PURGE_SESSIONS_INTERVAL_S * 1000, run: (signal) => purgeSessions({ db }, signal) }],
-    ['lifecycle-transitions', { intervalMs: config.JOB_LIFECYCLE_INTERVAL_S * 1000, run: (signal) => admin.applyDueTransitions(signal) }]
+    ['lifecycle-transitions', { intervalMs: config.JOB_LIFECYCLE_INTERVAL_S * 1000, run: (signal) => admin.applyDueTransitions(signal) }],
+    ['purge-recordings', { intervalMs: config.JOB_PURGE_RECORDINGS_INTERVAL_S * 1000, run: (signal) => purgeExpiredRecordings({ db, log, entitlements: fastify.entitlements }, signal) }]
   ])
+  // Without a signing key (production with AUDIT_SIGNING_KEY unset) there is nothing to sign with.
+  const signer = resolveAuditSigner(config.AUDIT_SIGNING_KEY, config.NODE_ENV)
+  if (signer) jobs.set('audit-checkpoint', { intervalMs: config.JOB_AUDIT_CHECKPOINT_INTERVAL_S * 1000, run: (signal) => checkpointAuditChains({ db, signer }, signal) })
   fastify.decorate('jobs', jobs)
   const runner = createJobRunner({ db, log, instance, jobs, onOutcome: (job, outcome) => fastify.metrics.jobRuns.inc({ job, outcome }) })
   fastify.decorate('jobRunner', runner)

@@ -2,3 +2,4 @@
 import { cpSync } from 'node:fs'
 
 cpSync('db/migrations', 'dist/db/migrations', { recursive: true })
+cpSync('public', 'dist/public', { recursive: true })

@@ -66,6 +66,18 @@ async function tenantSummary (client: Queryable, tenantId: string, userId: strin
   return t ?? null
 }
 
+/** The tenant a login acts in: the one asked for, the only one, none for an operator; or why not. */
+function chooseTenant (tenants: TenantSummary[], wanted: string | undefined, isOperator: boolean): TenantSummary | null | AppError {
+  if (wanted !== undefined) {
+    const key = wanted.toLowerCase()
+    return tenants.find(t => t.id === key || t.slug === key) ?? new AppError('TENANT_FORBIDDEN', 'this account is not a member of that tenant')
+  }
+  if (isOperator) return null
+  if (tenants.length === 1) return tenants[0]!
+  if (tenants.length === 0) return new AppError('TENANT_FORBIDDEN', 'this account belongs to no tenant')
+  return new AppError('TENANT_REQUIRED', `this account belongs to ${tenants.length} tenants: pass "tenant" (id or slug)`)
+}
+
 /** Sign-up, login, refresh, logout and password changes. No Fastify in here. */
 export function createAccountService ({ db, hasher, sessions, audit, log, maxFailuresPerHour }: AccountDeps) {
   const actor = (user: { id: string, email: string }) => ({ type: 'user' as const, id: user.id, email: user.email })
@@ -79,13 +91,21 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
     return user
   }
 
-  async function recordFailure (userId: string) {
-    // A fixed one-hour window per account, counted in Postgres so every replica shares it.
-    await db.query(
+  /**
+   * Takes one attempt from the account's hourly budget before its password is checked, in one
+   * atomic UPDATE (a fixed one-hour window, in Postgres so every replica shares it): concurrent
+   * guesses cannot all pass a check made before any of them was counted. A right password gives
+   * it back. No row: the account is locked (locked_for_s) or does not exist.
+   */
+  async function claimAttempt (email: string): Promise<UserRow | undefined> {
+    const { rows: [user] } = await db.query<UserRow>(
       `UPDATE users SET
          failed_logins = CASE WHEN failed_window_start > now() - interval '1 hour' THEN failed_logins + 1 ELSE 1 END,
          failed_window_start = CASE WHEN failed_window_start > now() - interval '1 hour' THEN failed_window_start ELSE now() END
-       WHERE id = $1`, [userId])
+       WHERE lower(email) = $1
+         AND NOT (failed_logins >= $2 AND coalesce(failed_window_start > now() - interval '1 hour', false))
+       RETURNING id, email, password_hash, is_operator, disabled_at, NULL::int AS locked_for_s`, [normaliseEmail(email), maxFailuresPerHour])
+    return user ?? findUser(db.pool, email)
   }
 
   return {
@@ -122,40 +142,27 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
     },
 
     async login (input: { email: string, password: string, tenant?: string }, meta: ClientMeta): Promise<SessionEnvelope> {
-      const user = await findUser(db.pool, input.email)
+      const user = await claimAttempt(input.email)
       if (user?.locked_for_s) {
         throw new AppError('RATE_LIMITED', 'too many failed logins for this account; try again later', { headers: { 'retry-after': String(user.locked_for_s) } })
       }
       // Unknown accounts cost one argon2 verification too (a dummy hash), and get the same 401.
+      // A failure is already counted (claimAttempt).
       const ok = await hasher.verify(user?.password_hash ?? null, input.password)
-      if (!user || !ok) {
-        if (user) await recordFailure(user.id)
-        throw invalidCredentials()
-      }
-      if (user.disabled_at) throw invalidCredentials()
+      if (!user || !ok || user.disabled_at) throw invalidCredentials()
 
       const rehash = hasher.needsRehash(user.password_hash) ? await hasher.hash(input.password) : null
-      return db.withTransaction(async (client) => {
+      const chosen = await db.withTransaction(async (client) => {
         await setUserContext(client, user.id)
+        // The right password gives the attempt back, and that commits even when the tenant
+        // choice below is refused (a forgotten `tenant` is no failed login).
         await client.query('UPDATE users SET failed_logins = 0, failed_window_start = NULL, password_hash = coalesce($2, password_hash) WHERE id = $1',
           [user.id, rehash])
         const { rows: tenants } = await client.query<TenantSummary>(
           `SELECT t.id, t.name, t.slug, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
             WHERE m.user_id = $1 ORDER BY m.created_at`, [user.id])
-        let tenant: TenantSummary | null
-        if (input.tenant !== undefined) {
-          const wanted = input.tenant.toLowerCase()
-          tenant = tenants.find(t => t.id === wanted || t.slug === wanted) ?? null
-          if (!tenant) throw new AppError('TENANT_FORBIDDEN', 'this account is not a member of that tenant')
-        } else if (user.is_operator) {
-          tenant = null
-        } else if (tenants.length === 1) {
-          tenant = tenants[0]!
-        } else if (tenants.length === 0) {
-          throw new AppError('TENANT_FORBIDDEN', 'this account belongs to no tenant')
-        } else {
-          throw new AppError('TENANT_REQUIRED', `this account belongs to ${tenants.length} tenants: pass "tenant" (id or slug)`)
-        }
+        const tenant = chooseTenant(tenants, input.tenant, user.is_operator)
+        if (tenant instanceof AppError) return { refused: tenant }
         if (tenant) await setUserContext(client, user.id, tenant.id)
         const tokens = await sessions.start(client, user.id, tenant?.id ?? null, meta)
         const who = { id: user.id, email: user.email }
@@ -166,8 +173,10 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
           await audit(client, 'operator_audit_events', null, { actor: { type: 'operator', id: user.id, email: user.email }, action: 'operator.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null } })
         }
         if (rehash) log.info({ userId: user.id }, 'password rehashed with the current parameters')
-        return envelope(tokens, who, tenant)
+        return { envelope: envelope(tokens, who, tenant) }
       })
+      if ('refused' in chosen) throw chosen.refused
+      return chosen.envelope
     },
 
     async refresh (refreshToken: string, meta: ClientMeta): Promise<SessionEnvelope> {

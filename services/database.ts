@@ -14,6 +14,8 @@ export interface Database {
   query: pg.Pool['query']
   withTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
   withTenant<T>(tenantId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
+  /** A transaction in operator scope (app.operator = 'on'): what the RLS policies let an operator or a job see. */
+  withOperator<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
 }
 
 export function createDatabase (pool: pg.Pool): Database {
@@ -49,6 +51,7 @@ export function createDatabase (pool: pg.Pool): Database {
       // transaction, so the tenant never leaks to the next user of the pooled connection.
       if (!isUuid(tenantId)) return Promise.reject(new TypeError('withTenant: tenantId must be a UUID'))
       return run(`BEGIN; SELECT set_config('app.tenant_id', '${tenantId}', true)`, fn)
-    }
+    },
+    withOperator: (fn) => run("BEGIN; SELECT set_config('app.operator', 'on', true)", fn)
   }
 }

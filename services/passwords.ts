@@ -16,7 +16,7 @@ export const PASSWORD_MIN = 8
 export const PASSWORD_MAX = 256
 
 /** A counting semaphore: at most `limit` tasks run, the rest wait in order. */
-function createLimiter (limit: number) {
+export function createLimiter (limit: number) {
   let active = 0
   const waiting: Array<() => void> = []
   return async function run<T> (task: () => Promise<T>): Promise<T> {

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto'
+import { isIP } from 'node:net'
 import type pg from 'pg'
 import { AppError } from '../errors.js'
 import type { Database, Queryable } from './database.js'
@@ -71,6 +72,13 @@ function unseal (refreshToken: string, sealed: Buffer): { accessToken: string, r
   }
 }
 
+// Behind TRUST_PROXY the client's address is whatever X-Forwarded-For claims: only one that
+// Postgres' inet accepts is stored (an IPv6 zone id is not), anything else is recorded as unknown.
+function storableIp (ip: string | null | undefined): string | null {
+  const bare = ip?.replace(/%.*$/, '')
+  return bare && isIP(bare) ? bare : null
+}
+
 /** Runs `fn` in a transaction acting as `userId` (row-level security's user scope). */
 export async function setUserContext (client: Queryable, userId: string, tenantId?: string | null) {
   await client.query("SELECT set_config('app.user_id', $1, true), set_config('app.tenant_id', $2, true)", [userId, tenantId ?? ''])
@@ -87,6 +95,7 @@ interface RefreshRow {
   revoked: boolean
   live: boolean
   spent: boolean
+  ended: boolean
   within_grace: boolean
 }
 
@@ -120,8 +129,25 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
        VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), now() + $9::interval,
          coalesce($10, now() + make_interval(secs => $11)), $12, $13)`,
       [id, row.familyId, row.parentId, row.userId, row.tenantId, hashToken(accessToken), hashToken(refreshToken),
-        policy.accessTtlS, idle, row.absoluteExpiresAt, policy.refreshTtlS, row.meta.ip ?? null, row.meta.userAgent?.slice(0, 512) ?? null])
+        policy.accessTtlS, idle, row.absoluteExpiresAt, policy.refreshTtlS, storableIp(row.meta.ip), row.meta.userAgent?.slice(0, 512) ?? null])
     return { accessToken, refreshToken, expiresIn: policy.accessTtlS, familyId: row.familyId, rowId: id }
+  }
+
+  /**
+   * Revokes the live rows matching `where` ($2…) until a pass finds none; returns their family
+   * ids. A refresh that held one of these rows while the UPDATE waited for it commits a
+   * successor the statement's snapshot cannot see; the next pass does (READ COMMITTED takes a
+   * new snapshot per statement), so no successor outlives a logout or a reuse detection.
+   */
+  async function revokeWhere (client: Queryable, reason: string, where: string, params: unknown[]): Promise<string[]> {
+    const families = new Set<string>()
+    for (;;) {
+      const { rows } = await client.query<{ family_id: string }>(
+        `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $1 WHERE revoked_at IS NULL AND ${where} RETURNING family_id`,
+        [reason, ...params])
+      if (rows.length === 0) return [...families]
+      for (const row of rows) families.add(row.family_id)
+    }
   }
 
   return {
@@ -155,13 +181,15 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
               (s.absolute_expires_at > now() AND s.idle_expires_at > now() AND u.disabled_at IS NULL
                 AND (s.tenant_id IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = s.tenant_id AND m.user_id = s.user_id))) AS live,
               s.rotated_at IS NOT NULL AS spent,
+              s.absolute_expires_at <= now() AS ended,
               coalesce(s.rotated_at > now() - make_interval(secs => $2), false) AS within_grace
          FROM auth_sessions s JOIN users u ON u.id = s.user_id`
       const { rows: [row] } = await client.query<RefreshRow>(`${select} WHERE s.refresh_token_hash = $1 AND s.user_id = $3 FOR UPDATE OF s`,
         [hashToken(refreshToken), policy.reuseGraceS, userId])
-      if (!row || row.revoked || !row.live) throw invalidToken()
+      if (!row || row.revoked) throw invalidToken()
 
       if (!row.spent) {
+        if (!row.live) throw invalidToken()
         const tokens = await insertRow(client, {
           userId, tenantId: row.tenant_id, familyId: row.family_id, parentId: row.id, absoluteExpiresAt: row.absolute_expires_at, meta
         })
@@ -171,6 +199,7 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
       }
 
       if (row.within_grace) {
+        if (!row.live) throw invalidToken()
         // Walk to the family's current head, unsealing each successor with its predecessor's token.
         let current = row
         let token = refreshToken
@@ -193,25 +222,22 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
         throw invalidToken()
       }
 
-      await client.query("UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reused' WHERE family_id = $1 AND revoked_at IS NULL", [row.family_id])
+      // A spent token after the window is reuse even when its own row has gone idle: the
+      // spent row is never touched again, while a thief's branch of the family stays live.
+      // Only a family past its absolute lifetime (all of it) has nothing left to revoke.
+      if (row.ended) throw invalidToken()
+      await revokeWhere(client, 'refresh_token_reused', 'family_id = $2', [row.family_id])
       throw new RefreshReuseDetected(row.family_id, userId, row.tenant_id)
     },
 
     /** Revokes a whole family (a session). True when something was revoked. */
     async revokeFamily (client: Queryable, userId: string, familyId: string, reason: string): Promise<boolean> {
-      const { rowCount } = await client.query(
-        'UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $3 WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL',
-        [familyId, userId, reason])
-      return (rowCount ?? 0) > 0
+      return (await revokeWhere(client, reason, 'family_id = $2 AND user_id = $3', [familyId, userId])).length > 0
     },
 
     /** Revokes every session of a user but `keepFamily`; returns the revoked family ids. */
     async revokeAllForUser (client: Queryable, userId: string, reason: string, keepFamily?: string): Promise<string[]> {
-      const { rows } = await client.query<{ family_id: string }>(
-        `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2
-          WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $3 RETURNING family_id`,
-        [userId, reason, keepFamily ?? null])
-      return [...new Set(rows.map(r => r.family_id))]
+      return revokeWhere(client, reason, 'user_id = $2 AND family_id IS DISTINCT FROM $3::uuid', [userId, keepFamily ?? null])
     },
 
     /** The user's live sessions, one entry per family (its current head). */

@@ -73,8 +73,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
     /** Every tenant, by id, keyset-paginated. */
     async list (cursor: string | undefined, limit: number) {
       if (cursor !== undefined && !isUuid(cursor)) throw new AppError('VALIDATION_FAILED', 'cursor is not valid')
-      const { rows } = await db.withTransaction(async (client) => {
-        await client.query("SELECT set_config('app.operator', 'on', true)")
+      const { rows } = await db.withOperator(async (client) => {
         return client.query<TenantRow>(
           `SELECT ${TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2`, [cursor ?? null, limit + 1])
       })
@@ -120,8 +119,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
      * operation-log row and change event, like an operator's. Stops between tenants on abort.
      */
     async applyDueTransitions (signal: AbortSignal) {
-      const due = await db.withTransaction(async (client) => {
-        await client.query("SELECT set_config('app.operator', 'on', true)")
+      const due = await db.withOperator(async (client) => {
         const { rows } = await client.query<{ id: string, kind: 'trial' | 'grace' | 'contract' }>(`
           SELECT id, 'trial' AS kind FROM tenants WHERE lifecycle = 'trial' AND trial_ends_at <= now()
           UNION ALL SELECT id, 'grace' FROM tenants WHERE lifecycle = 'past_due' AND grace_ends_at <= now()

@@ -2,6 +2,7 @@ import { AppError, notFound } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
 import { isUuid, type Database, type Queryable } from './database.js'
 import { normaliseEmail } from './accounts.js'
+import type { Decision } from './entitlements.js'
 import type { AuthContext, Role } from './sessions.js'
 
 export interface Tenant { id: string, name: string, slug: string, plan: string, lifecycle: string, createdAt: Date }
@@ -10,7 +11,13 @@ export interface Member { userId: string, email: string, role: Role }
 const MANAGERS: ReadonlySet<Role | null> = new Set(['owner', 'admin'])
 
 /** The current tenant and its members; every query runs under the tenant's row-level security. */
-export function createTenantService ({ db, audit }: { db: Database, audit: AuditSink }) {
+export interface TenantServiceDeps {
+  db: Database
+  audit: AuditSink
+  entitlements: { check(tenantId: string, feature: 'seats'): Promise<Decision> }
+}
+
+export function createTenantService ({ db, audit, entitlements }: TenantServiceDeps) {
   const actor = (auth: AuthContext) => ({ type: 'user' as const, id: auth.userId, email: auth.email })
 
   function requireManager (auth: AuthContext, changingOwner: boolean) {
@@ -27,9 +34,11 @@ export function createTenantService ({ db, audit }: { db: Database, audit: Audit
     return m
   }
 
-  async function ownerCount (client: Queryable, tenantId: string) {
-    // Lock the owners so two concurrent demotions cannot both pass the last-owner check.
-    const { rows } = await client.query("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE", [tenantId])
+  async function lockOwners (client: Queryable, tenantId: string) {
+    // Taken first, in one order, by every role change and removal: two of them on one tenant
+    // queue here instead of deadlocking on each other's rows (two owners removing each other),
+    // and neither passes the last-owner check on a count the other is about to change.
+    const { rows } = await client.query("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE", [tenantId])
     return rows.length
   }
 
@@ -51,7 +60,16 @@ export function createTenantService ({ db, audit }: { db: Database, audit: Audit
     async addMember (auth: AuthContext, email: string, role: Role): Promise<Member> {
       const tenantId = auth.tenantId!
       requireManager(auth, role === 'owner')
+      const seats = await entitlements.check(tenantId, 'seats')
+      if (!seats.allowed) throw new AppError('ENTITLEMENT_DENIED', `seats: ${seats.reason}`)
       return db.withTenant(tenantId, async (client) => {
+        // The owners' lock (below) serialises concurrent adds, so two of them cannot both
+        // take the last seat.
+        await lockOwners(client, tenantId)
+        if (seats.limit !== null) {
+          const { rows: [row] } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1', [tenantId])
+          if (row!.n >= seats.limit) throw new AppError('ENTITLEMENT_DENIED', `seats: all ${seats.limit} seats of the plan are taken`)
+        }
         const { rows: [user] } = await client.query<{ id: string, email: string }>('SELECT id, email FROM users WHERE lower(email) = $1', [normaliseEmail(email)])
         if (!user) throw notFound('user')
         const { rowCount } = await client.query(
@@ -65,9 +83,10 @@ export function createTenantService ({ db, audit }: { db: Database, audit: Audit
     async changeRole (auth: AuthContext, userId: string, role: Role): Promise<Member> {
       const tenantId = auth.tenantId!
       return db.withTenant(tenantId, async (client) => {
+        const owners = await lockOwners(client, tenantId)
         const member = await memberOf(client, tenantId, userId)
         requireManager(auth, role === 'owner' || member.role === 'owner')
-        if (member.role === 'owner' && role !== 'owner' && await ownerCount(client, tenantId) <= 1) {
+        if (member.role === 'owner' && role !== 'owner' && owners <= 1) {
           throw new AppError('CONFLICT', 'the last owner cannot be demoted; make someone else owner first')
         }
         await client.query('UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId, role])
@@ -79,10 +98,11 @@ export function createTenantService ({ db, audit }: { db: Database, audit: Audit
     async removeMember (auth: AuthContext, userId: string): Promise<void> {
       const tenantId = auth.tenantId!
       await db.withTenant(tenantId, async (client) => {
+        const owners = await lockOwners(client, tenantId)
         const member = await memberOf(client, tenantId, userId)
         // Anyone may leave; removing others takes an owner or admin (an owner for owners).
         if (userId !== auth.userId) requireManager(auth, member.role === 'owner')
-        if (member.role === 'owner' && await ownerCount(client, tenantId) <= 1) {
+        if (member.role === 'owner' && owners <= 1) {
           throw new AppError('CONFLICT', 'the last owner cannot be removed')
         }
         await client.query('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId])

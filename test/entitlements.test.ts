@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
-import pg from 'pg'
 import { backoffDelay } from '../services/entitlement-broadcast.js'
 import { createEntitlementEngine } from '../services/entitlements.js'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
 import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
 
@@ -12,11 +11,7 @@ const app = await buildTestApp(testConfig(db))
 const operator = await loginOperator(app)
 
 async function admin () {
-  const client = new pg.Client({ connectionString: db.adminUrl })
-  client.on('error', () => {})
-  await client.connect()
-  after(() => client.end())
-  return client
+  return adminClient(db)
 }
 
 const check = async (a: typeof app, actor: { accessToken: string }, feature: string) => {
@@ -68,6 +63,13 @@ test('contracts override the plan while they run; lifecycle is a validated state
   assert.equal(rm.allowed, true)
   assert.equal(rm.source, 'contract')
   assert.equal((await check(app, t, 'seats')).limit, 500)
+  // null is "no limit" and 0 is zero: type coercion must turn neither into the other
+  const unlimited = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator), payload: { features: { recording_mode: true, seats: null }, startsAt: starts, endsAt: ends } })
+  assert.equal(unlimited.statusCode, 200, unlimited.body)
+  assert.deepEqual([(await check(app, t, 'seats')).allowed, (await check(app, t, 'seats')).limit], [true, null])
+  const zero = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator), payload: { features: { recording_mode: true, seats: 0 }, startsAt: starts, endsAt: ends } })
+  assert.equal(zero.statusCode, 200, zero.body)
+  assert.equal((await check(app, t, 'seats')).limit, 0)
   assert.equal((await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })).statusCode, 204)
   assert.equal((await check(app, t, 'recording_mode')).allowed, false)
   assert.equal((await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })).statusCode, 404)

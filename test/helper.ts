@@ -119,3 +119,12 @@ export async function waitFor<T> (fn: () => Promise<T> | T, { timeoutMs = 5000, 
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`)
 }
+
+/** A superuser connection to the test database (to read hashes and move timestamps), ended after the file. */
+export async function adminClient (db: TestDatabase) {
+  const client = new pg.Client({ connectionString: db.adminUrl })
+  client.on('error', () => {}) // the database is dropped WITH (FORCE) at the end
+  await client.connect()
+  after(() => client.end())
+  return client
+}

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict'
-import { after, test } from 'node:test'
-import pg from 'pg'
+import { test } from 'node:test'
 import type { App } from '../app.js'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
 
 const db = await createTestDatabase()
-const admin = new pg.Client({ connectionString: db.adminUrl })
-admin.on('error', () => {})
-await admin.connect()
-after(() => admin.end())
+const admin = await adminClient(db)
 
 const cron = (app: App, job: string, secret?: string) => app.inject({
   method: 'POST',
@@ -148,4 +144,54 @@ test('shutdown while a job runs: no new ticks, the run is aborted at the deadlin
   assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db'])
   const { rows } = await admin.query("SELECT outcome FROM job_runs WHERE job = 'stubborn'")
   assert.deepEqual(rows.map(r => r.outcome), ['aborted'], 'one run, recorded as aborted, and no tick after close began')
+})
+
+test('audit-checkpoint signs the heads of every tenant\'s chains and the operator chain, once per head', async () => {
+  const app = await buildTestApp(testConfig(db, { ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'k', JOB_AUDIT_CHECKPOINT_INTERVAL_S: 1 }))
+  const a = await signupTenant(app)
+  const b = await signupTenant(app)
+  const operator = await loginOperator(app) // an operator.login row heads the operator chain
+  // Pro has audit_export (read at the end); the change is a tenant_operation_log row too.
+  const upgrade = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${a.tenant!.id}/plan`, headers: bearer(operator), payload: { plan: 'pro' } })
+  assert.equal(upgrade.statusCode, 200, upgrade.body)
+  const tick = () => waitFor(async () => { const r = await cron(app, 'audit-checkpoint', 'k'); return r.json().ran ? r.json().result : undefined }, { what: 'a fresh tick' })
+  const first = await tick()
+  assert.ok(first.tenants >= 2)
+  const stored = async (tenantId: string | null) => (await admin.query(
+    'SELECT chain, seq FROM audit_checkpoints WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY chain', [tenantId])).rows
+  for (const t of [a, b]) {
+    const heads = (await admin.query(`SELECT 'audit_log' AS chain, max(seq) AS seq FROM audit_log WHERE tenant_id = $1
+      UNION ALL SELECT 'tenant_operation_log', max(seq) FROM tenant_operation_log WHERE tenant_id = $1 ORDER BY chain`, [t.tenant!.id])).rows
+    assert.deepEqual(await stored(t.tenant!.id), heads)
+  }
+  assert.equal((await stored(null)).length, 1)
+  // Nothing appended since: the next tick signs nothing new.
+  const count = async () => (await admin.query('SELECT count(*)::int AS n FROM audit_checkpoints')).rows[0].n
+  const before = await count()
+  await tick()
+  assert.equal(await count(), before)
+  // The tenant's own verification holds its chain to what the job signed.
+  const verify = await app.inject({ url: '/api/v1/audit/verify', headers: bearer(a) })
+  assert.equal(verify.statusCode, 200)
+  assert.equal(verify.json().valid, true)
+  assert.ok(verify.json().checkpointsChecked >= 1)
+})
+
+test('purge-recordings runs through the runner: events past retention go, the rest stay', async () => {
+  const app = await buildTestApp(testConfig(db, { ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'k', JOB_PURGE_RECORDINGS_INTERVAL_S: 1 }))
+  const t = await signupTenant(app) // free plan: 7 days
+  await admin.query(`INSERT INTO recording_events (tenant_id, id, recording_id, type, occurred_at, payload) VALUES
+    ($1, gen_random_uuid(), 'r', 'click', date_trunc('milliseconds', now() - interval '8 days'), '{}'),
+    ($1, gen_random_uuid(), 'r', 'click', date_trunc('milliseconds', now() - interval '6 days'), '{}')`, [t.tenant!.id])
+  const result = await waitFor(async () => { const r = await cron(app, 'purge-recordings', 'k'); return r.json().ran ? r.json().result : undefined }, { what: 'a fresh tick' })
+  assert.ok(result.deleted >= 1)
+  const left = await admin.query("SELECT occurred_at > now() - interval '7 days' AS recent FROM recording_events WHERE tenant_id = $1", [t.tenant!.id])
+  assert.deepEqual(left.rows, [{ recent: true }])
+})
+
+test('without AUDIT_SIGNING_KEY in production there is no audit-checkpoint job', async () => {
+  const app = await buildTestApp(testConfig(db, { NODE_ENV: 'production', ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'k' }))
+  assert.equal(app.jobs.has('audit-checkpoint'), false)
+  assert.deepEqual([...app.jobs.keys()].sort(), ['lifecycle-transitions', 'purge-recordings', 'purge-sessions'])
+  assert.equal((await cron(app, 'audit-checkpoint', 'k')).statusCode, 404)
 })

@@ -6,6 +6,9 @@ import { PASSWORD_MAX, PASSWORD_MIN } from '../../services/passwords.js'
 
 const Email = Type.String({ format: 'email', maxLength: 254 })
 const Password = Type.String({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
+// Stored trimmed, so it needs a visible character; control characters (NUL above all, which
+// Postgres refuses in text) have no place in a display name. Linear: no backtracking blow-up.
+const TenantName = Type.String({ minLength: 1, maxLength: 200, pattern: '^(?=[^\\u0000-\\u001f\\u007f]*$)\\s*\\S' })
 
 export const SessionEnvelope = Type.Object({
   accessToken: Type.String(),
@@ -41,7 +44,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: false, rateLimit: perIp },
     schema: {
       tags: ['auth'],
-      body: Type.Object({ email: Email, password: Password, tenantName: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+      body: Type.Object({ email: Email, password: Password, tenantName: TenantName }, strict),
       response: { 201: SessionEnvelope }
     }
   }, async (request, reply) => reply.code(201).send(await accounts.signup(request.body, meta(request))))

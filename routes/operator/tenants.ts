@@ -6,7 +6,10 @@ import { DateTime, NoContent, strict, Uuid } from '../schemas.js'
 
 const Plan = Type.Union([Type.Literal('free'), Type.Literal('pro'), Type.Literal('enterprise')])
 const Tenant = Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Lifecycle })
-const Limit = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])
+// One schema with a type list, not a union: Ajv coerces types, and in an anyOf the first
+// branch wins by coercion (null became 0 when integer came first; 0 became null the other
+// way round). With a type list a value that already has one of the types is left alone.
+const Limit = Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0 })
 const ContractFeatures = Type.Object({
   recording_mode: Type.Optional(Type.Boolean()),
   audit_export: Type.Optional(Type.Boolean()),

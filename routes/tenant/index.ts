@@ -7,7 +7,7 @@ const Member = Type.Object({ userId: Uuid, email: Type.String(), role: Role })
 
 /** The caller's tenant and its members: API.md's Tenant table. */
 const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
-  const tenants = createTenantService({ db: fastify.db, audit: fastify.audit })
+  const tenants = createTenantService({ db: fastify.db, audit: fastify.audit, entitlements: fastify.entitlements })
 
   fastify.get('/api/v1/tenant', {
     schema: {

@@ -8,8 +8,7 @@ import type { Database } from '../database.js'
 export async function purgeSessions ({ db }: { db: Database }, signal: AbortSignal, { batchSize = 1000 } = {}) {
   let deleted = 0
   while (!signal.aborted) {
-    const count = await db.withTransaction(async (client) => {
-      await client.query("SELECT set_config('app.operator', 'on', true)")
+    const count = await db.withOperator(async (client) => {
       const { rowCount } = await client.query(`
         DELETE FROM auth_sessions WHERE family_id IN (
           SELECT family_id FROM auth_sessions GROUP BY family_id

@@ -1,21 +1,15 @@
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, chmod, rm } from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../db/embedded.js'
 import { migrate } from '../../db/migrate.js'
 import { provisionDatabase } from '../../db/provision.js'
+import { freePort } from '../../scripts/cluster-lib.js'
 
 /** A free TCP port on 127.0.0.1 (for servers the tests start). */
-export async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
+export { freePort }
 
 /** A temporary folder the `postgres` OS user can enter (embedded Postgres runs as it under root). */
 export async function tempDir (prefix: string) {

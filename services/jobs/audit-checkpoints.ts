@@ -1,0 +1,18 @@
+import { createCheckpoints, type AuditSigner } from '../audit-checkpoints.js'
+import type { Database } from '../database.js'
+import { eachTenant } from './each-tenant.js'
+
+/**
+ * The audit-checkpoint job: signs and stores the heads of every tenant's chains and of the
+ * operator chain (docs/audit.md), each scope in its own transaction. A head an earlier run
+ * already signed is not stored again, so a quiet tenant costs two index reads.
+ */
+export async function checkpointAuditChains ({ db, signer }: { db: Database, signer: AuditSigner }, signal: AbortSignal) {
+  let signed = 0
+  const count = (checkpoints: unknown[]) => { signed += checkpoints.length }
+  const tenants = await eachTenant(db, signal, async (tenantId) => {
+    count(await db.withTenant(tenantId, c => createCheckpoints(c, signer, tenantId)))
+  })
+  if (!signal.aborted) count(await db.withOperator(c => createCheckpoints(c, signer, null)))
+  return { tenants, checkpoints: signed, aborted: signal.aborted }
+}

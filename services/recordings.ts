@@ -1,0 +1,238 @@
+import { isUuid, type Database, type Queryable } from './database.js'
+import type { Decision } from './entitlements.js'
+import type { Logger } from './logger.js'
+import { eachTenant } from './jobs/each-tenant.js'
+
+// Recording mode (docs/recording.md): idempotent batch ingest, ordered reads with a keyset
+// cursor, the events-per-minute budget and the retention purge. Framework-free: the route
+// plugin maps the outcomes onto HTTP.
+
+export interface RecordingEventInput {
+  id: string
+  recordingId: string
+  type: string
+  occurredAt: string
+  payload: Record<string, unknown>
+}
+
+export interface RecordingEvent {
+  id: string
+  recordingId: string
+  type: string
+  occurredAt: Date
+  payload: unknown
+}
+
+export interface RecordingSummary { recordingId: string, events: number, firstAt: Date, lastAt: Date }
+
+export interface BatchLimits {
+  maxPayloadBytes: number
+  /** How far ahead of the server's clock an occurredAt may be (client clocks drift). */
+  maxFutureMs?: number
+}
+
+/** One event the schema let through but the batch limits refuse; `field` is the event's key. */
+export interface BatchProblem { index: number, field: 'payload' | 'occurredAt', message: string }
+
+export type PreparedBatch = { ok: true, count: number, document: string } | { ok: false, problems: BatchProblem[] }
+
+const DAY_MS = 86_400_000
+const MAX_PROBLEMS = 20
+
+/**
+ * Checks what a JSON schema cannot (a payload's size as JSON, a timestamp Postgres will
+ * accept) and renders the batch as the one JSON document the insert reads. Each payload is
+ * stringified once: for its size and for the document.
+ */
+export function prepareBatch (events: readonly RecordingEventInput[], limits: BatchLimits, now = Date.now()): PreparedBatch {
+  const { maxPayloadBytes, maxFutureMs = DAY_MS } = limits
+  const problems: BatchProblem[] = []
+  const rows: string[] = []
+  for (let i = 0; i < events.length && problems.length < MAX_PROBLEMS; i++) {
+    const e = events[i]!
+    const payload = JSON.stringify(e.payload)
+    // UTF-8 takes at least one byte per UTF-16 unit and at most three: most payloads are
+    // decided without counting bytes.
+    const bytes = payload.length * 3 <= maxPayloadBytes ? 0 : Buffer.byteLength(payload)
+    if (bytes > maxPayloadBytes) problems.push({ index: i, field: 'payload', message: `is ${bytes} bytes as JSON; the limit is ${maxPayloadBytes}` })
+    const at = Date.parse(e.occurredAt)
+    if (!Number.isFinite(at) || at < 0 || at > now + maxFutureMs) {
+      problems.push({ index: i, field: 'occurredAt', message: 'must be a time between 1970 and one day ahead of the server clock' })
+      continue
+    }
+    // toISOString keeps milliseconds: the stored precision (0005_recordings.sql says why).
+    rows.push(`{"id":${JSON.stringify(e.id)},"recording_id":${JSON.stringify(e.recordingId)},"type":${JSON.stringify(e.type)},"occurred_at":"${new Date(at).toISOString()}","payload":${payload}}`)
+  }
+  if (problems.length) return { ok: false, problems }
+  return { ok: true, count: events.length, document: `[${rows.join(',')}]` }
+}
+
+// The list aggregates on the fly from the (tenant_id, recording_id, occurred_at, id) index:
+// no summary row to keep in step with ingest and purge, and no hot row for concurrent batches
+// of one recording to queue on.
+const LIST_SQL = `
+SELECT recording_id, count(*) AS events, min(occurred_at) AS first_at, max(occurred_at) AS last_at
+  FROM recording_events WHERE tenant_id = $1
+ GROUP BY recording_id`
+const LIST_FIRST_SQL = `${LIST_SQL} ORDER BY last_at DESC, recording_id DESC LIMIT $2`
+const LIST_AFTER_SQL = `${LIST_SQL} HAVING (max(occurred_at), recording_id) < ($3, $4) ORDER BY last_at DESC, recording_id DESC LIMIT $2`
+
+const EVENTS_SQL = 'SELECT id, recording_id, type, occurred_at, payload FROM recording_events WHERE tenant_id = $1 AND recording_id = $2'
+const EVENTS_FIRST_SQL = `${EVENTS_SQL} ORDER BY occurred_at, id LIMIT $3`
+const EVENTS_AFTER_SQL = `${EVENTS_SQL} AND (occurred_at, id) > ($4, $5) ORDER BY occurred_at, id LIMIT $3`
+
+/** A keyset position: a time in epoch milliseconds and a tie-breaking key. */
+interface Position { at: number, key: string }
+
+export class InvalidCursorError extends Error {}
+
+// Opaque to clients (they pass it back as they got it); base64url keeps it URL-safe.
+export const encodeCursor = (p: Position) => Buffer.from(`${p.at}~${p.key}`).toString('base64url')
+export function decodeCursor (cursor: string): Position {
+  const match = /^(\d{1,15})~([A-Za-z0-9._:-]{1,128})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  if (!match) throw new InvalidCursorError('is not a cursor this service issued')
+  return { at: Number(match[1]), key: match[2]! }
+}
+
+/** Ingest and reads of recording events, each in its tenant's row-level-security context. */
+export function createRecordingService ({ db }: { db: Database }) {
+  return {
+    /**
+     * Stores a prepared batch; events already stored count as duplicates. One round trip:
+     * recording_events_ingest (0005_recordings.sql) sets the tenant and runs the one
+     * INSERT … ON CONFLICT DO NOTHING as its own transaction.
+     */
+    async store (tenantId: string, batch: { count: number, document: string }) {
+      if (!isUuid(tenantId)) throw new TypeError('store: tenantId must be a UUID')
+      const { rows: [row] } = await db.query<{ stored: number }>('SELECT recording_events_ingest($1, $2) AS stored', [tenantId, batch.document])
+      const accepted = row!.stored
+      return { accepted, duplicates: batch.count - accepted }
+    },
+
+    /** Recordings with their event count and time range, the most recent first. */
+    async list (tenantId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }) {
+      const after = cursor ? decodeCursor(cursor) : null
+      const { rows } = await db.withTenant(tenantId, c => after
+        ? c.query(LIST_AFTER_SQL, [tenantId, limit + 1, new Date(after.at), after.key])
+        : c.query(LIST_FIRST_SQL, [tenantId, limit + 1]))
+      const recordings: RecordingSummary[] = rows.slice(0, limit).map(r => ({ recordingId: r.recording_id, events: Number(r.events), firstAt: r.first_at, lastAt: r.last_at }))
+      const last = recordings[recordings.length - 1]
+      return { recordings, nextCursor: rows.length > limit && last ? encodeCursor({ at: last.lastAt.getTime(), key: last.recordingId }) : null }
+    },
+
+    /**
+     * One recording's events in (occurredAt, id) order. null when the tenant has no such
+     * recording: another tenant's is invisible under row-level security, so it is "not found".
+     */
+    async events (tenantId: string, recordingId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }) {
+      const after = cursor ? decodeCursor(cursor) : null
+      if (after && !isUuid(after.key)) throw new InvalidCursorError('is not a cursor of this recording\'s events')
+      return db.withTenant(tenantId, async (c: Queryable) => {
+        const { rows } = after
+          ? await c.query(EVENTS_AFTER_SQL, [tenantId, recordingId, limit + 1, new Date(after.at), after.key])
+          : await c.query(EVENTS_FIRST_SQL, [tenantId, recordingId, limit + 1])
+        if (rows.length === 0) {
+          // An empty page past the end of a recording is a page; of no recording, a 404.
+          const { rows: [hit] } = await c.query('SELECT 1 FROM recording_events WHERE tenant_id = $1 AND recording_id = $2 LIMIT 1', [tenantId, recordingId])
+          if (!hit) return null
+        }
+        const events: RecordingEvent[] = rows.slice(0, limit).map(r => ({ id: r.id, recordingId: r.recording_id, type: r.type, occurredAt: r.occurred_at, payload: r.payload }))
+        const last = events[events.length - 1]
+        return { events, nextCursor: rows.length > limit && last ? encodeCursor({ at: last.occurredAt.getTime(), key: last.id }) : null }
+      })
+    }
+  }
+}
+
+export type RecordingService = ReturnType<typeof createRecordingService>
+
+interface BudgetWindow { start: number, used: number }
+
+export type BudgetOutcome =
+  /** Admitted; giveBack returns events that were not stored (this window only). */
+  | { ok: true, limit: number, remaining: number, resetS: number, giveBack(n: number): void }
+  /** Spent for this window (retry after resetS), or tooLarge: the batch alone is over the limit. */
+  | { ok: false, tooLarge: boolean, limit: number, remaining: number, resetS: number }
+
+/**
+ * A per-tenant budget of events per fixed window (one minute from the tenant's first event in
+ * it), counted in events. In-process: each replica counts its own share, so a tenant spread
+ * over N replicas may ingest up to N times its limit (docs/recording.md). Expired windows are
+ * swept once per window length: memory stays bounded by the tenants active in one window.
+ */
+export function createEventBudget ({ windowMs = 60_000, now = Date.now }: { windowMs?: number, now?: () => number } = {}) {
+  const windows = new Map<string, BudgetWindow>()
+  let lastSweep = now()
+
+  function current (key: string, at: number): BudgetWindow {
+    if (at - lastSweep >= windowMs) {
+      for (const [k, w] of windows) if (at - w.start >= windowMs) windows.delete(k)
+      lastSweep = at
+    }
+    let w = windows.get(key)
+    if (!w || at - w.start >= windowMs) windows.set(key, w = { start: at, used: 0 })
+    return w
+  }
+
+  return {
+    windowS: Math.round(windowMs / 1000),
+    /** Takes `n` events from the tenant's budget, all or none. */
+    take (key: string, n: number, limit: number): BudgetOutcome {
+      const at = now()
+      const w = current(key, at)
+      const resetS = Math.max(1, Math.ceil((w.start + windowMs - at) / 1000))
+      const remaining = Math.max(0, limit - w.used)
+      if (n > remaining) return { ok: false, tooLarge: n > limit, limit, remaining, resetS }
+      w.used += n
+      return {
+        ok: true,
+        limit,
+        remaining: limit - w.used,
+        resetS,
+        // A later window (the same object only while it lasts) owes nothing.
+        giveBack: (back: number) => { if (windows.get(key) === w) w.used = Math.max(0, w.used - back) }
+      }
+    }
+  }
+}
+
+export type EventBudget = ReturnType<typeof createEventBudget>
+
+const PURGE_SQL = `
+DELETE FROM recording_events WHERE ctid = ANY (ARRAY(
+  SELECT ctid FROM recording_events WHERE tenant_id = $1 AND occurred_at < $2
+   ORDER BY occurred_at LIMIT $3))`
+
+export interface PurgeDeps {
+  db: Database
+  log: Logger
+  entitlements: { check(tenantId: string, feature: 'recording_retention_days'): Promise<Decision> }
+  now?: () => number
+}
+
+/**
+ * The retention job: deletes each tenant's events older than its recording_retention_days.
+ * Bounded batches, each its own short transaction, oldest first, so a purge never holds
+ * locks for long and an abort (checked before every batch) leaves the oldest gone. A tenant with no
+ * retention limit (null) keeps everything; a limit of 0 keeps nothing.
+ */
+export async function purgeExpiredRecordings ({ db, log, entitlements, now = Date.now }: PurgeDeps, signal: AbortSignal,
+  { batchSize = 1000, tenantPageSize = 500 }: { batchSize?: number, tenantPageSize?: number } = {}) {
+  let deleted = 0
+  let batches = 0
+  const tenants = await eachTenant(db, signal, async (tenantId) => {
+    const { limit: days } = await entitlements.check(tenantId, 'recording_retention_days')
+    if (days === null) return
+    const cutoff = new Date(now() - days * DAY_MS)
+    let fromTenant = 0
+    while (!signal.aborted) {
+      const { rowCount } = await db.withTenant(tenantId, c => c.query(PURGE_SQL, [tenantId, cutoff, batchSize]))
+      batches++
+      fromTenant += rowCount ?? 0
+      if ((rowCount ?? 0) < batchSize) break
+    }
+    if (fromTenant > 0) log.info({ tenantId, deleted: fromTenant, retentionDays: days }, 'expired recording events purged')
+    deleted += fromTenant
+  }, tenantPageSize)
+  return { deleted, tenants, batches, aborted: signal.aborted }
+}

@@ -1,0 +1,248 @@
+// End to end through a real cluster on this machine (scripts/cluster-lib.ts, what
+// `npm run cluster` runs): nginx → 3 replicas (separate processes) → PgBouncer in transaction
+// mode → the run's Postgres, with Redis and the entitlement broadcast on.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { after, before, test } from 'node:test'
+import pg from 'pg'
+import { clusterBinaries, startCluster, type Cluster } from '../scripts/cluster-lib.js'
+import { waitFor } from './helper.js'
+import { tempDir } from './support/harness.js'
+
+const missing = Object.entries(clusterBinaries()).filter(([, bin]) => !bin).map(([name]) => name === 'redis' ? 'redis-server' : name)
+if (missing.length && process.env.CI) throw new Error(`${missing.join(', ')} not installed, and CI must run the cluster test (apt-get install -y ${missing.join(' ')})`)
+const skip = missing.length ? `${missing.join(', ')} not installed: cluster test skipped (apt-get install -y ${missing.join(' ')})` : false
+if (skip) console.log(`# ${skip}`)
+
+function env (name: string) {
+  const value = process.env[name]
+  if (!value) throw new Error(`${name} is not set: run the tests through \`npm test\` (test/run.ts starts their Postgres)`)
+  return value
+}
+
+const OPERATOR = { email: `cluster-operator-${process.pid}@example.test`, password: 'operator password 1' }
+const PASSWORD = 'correct horse battery'
+let cluster: Cluster
+let dir: string
+let failed = false
+
+before(async () => {
+  if (skip) return
+  dir = await tempDir('govula-cluster-')
+  const started = Date.now()
+  cluster = await startCluster({
+    adminUrl: env('TEST_ADMIN_URL'),
+    template: env('TEST_TEMPLATE_DB'),
+    // Named after the template, so the run's cleanup drops it even if this file dies.
+    database: `${env('TEST_TEMPLATE_DB')}_cluster_${randomBytes(3).toString('hex')}`,
+    ownerPassword: env('TEST_OWNER_PASSWORD'),
+    appPassword: env('TEST_APP_PASSWORD'),
+    dropDatabaseOnStop: true,
+    dir,
+    lbPort: 0,
+    baseEnv: { PATH: process.env.PATH },
+    onUnexpectedExit: (replica, reason) => console.log(`# replica ${replica.index} stopped unexpectedly: ${reason.replace(/\n/g, '\n# ')}`),
+    appEnv: {
+      OPERATOR_BOOTSTRAP_EMAIL: OPERATOR.email,
+      OPERATOR_BOOTSTRAP_PASSWORD: OPERATOR.password,
+      // Every request comes from 127.0.0.1: the per-IP limits are not what is under test.
+      RATE_LIMIT_MAX: '100000',
+      AUTH_RATE_LIMIT_MAX: '1000'
+    }
+  })
+  console.log(`# cluster ready in ${Date.now() - started} ms: ${cluster.url}, replicas ${cluster.replicas.map(r => r.port).join(' ')}, pgbouncer ${cluster.pgbouncer.port}`)
+}, { timeout: 90_000 })
+
+after(async () => {
+  if (skip) return
+  if (!cluster) {
+    if (dir) console.log(`# the cluster did not start; its configs and logs are kept in ${dir}`)
+    return
+  }
+  if (failed) {
+    for (const file of [...cluster.replicas.map(r => r.logFile), `${dir}/nginx.log`, `${dir}/pgbouncer.log`]) {
+      let text = ''
+      try { text = readFileSync(file, 'utf8').trimEnd().split('\n').slice(-15).join('\n') } catch {}
+      console.log(`# --- ${file}\n${text.replace(/^/gm, '# ')}`)
+    }
+  }
+  await cluster.stop()
+  if (!failed) await rm(dir, { recursive: true, force: true })
+})
+
+/** A test whose failure keeps the cluster's logs (printed in after()). */
+function step (name: string, fn: () => Promise<void>) {
+  test(name, { skip }, async () => {
+    try {
+      await fn()
+    } catch (err) {
+      failed = true
+      throw err
+    }
+  })
+}
+
+interface Reply { status: number, body: any, upstream: string | null }
+
+async function call (base: string, method: string, url: string, opts: { token?: string, body?: unknown } = {}): Promise<Reply> {
+  const res = await fetch(base + url, {
+    method,
+    headers: {
+      ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+      ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {})
+    },
+    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    signal: AbortSignal.timeout(10_000)
+  })
+  const text = await res.text()
+  let body: unknown = text
+  try { body = JSON.parse(text) } catch {}
+  return { status: res.status, body, upstream: res.headers.get('x-upstream-addr') }
+}
+
+const lb = (method: string, url: string, opts?: { token?: string, body?: unknown }) => call(cluster.url, method, url, opts)
+
+let counter = 0
+async function signup () {
+  const email = `cluster-${process.pid}-${++counter}-${Date.now()}@example.test`
+  const res = await lb('POST', '/api/v1/auth/signup', { body: { email, password: PASSWORD, tenantName: `Cluster tenant ${counter}` } })
+  assert.equal(res.status, 201, JSON.stringify(res.body))
+  return { email, tenantId: res.body.tenant.id as string, token: res.body.accessToken as string }
+}
+
+let operatorToken: string | undefined
+async function operator () {
+  // The bootstrap runs in the background once the first readiness round is done.
+  operatorToken ??= (await waitFor(async () => {
+    const res = await lb('POST', '/api/v1/auth/login', { body: OPERATOR })
+    return res.status === 200 ? res.body.accessToken as string : null
+  }, { timeoutMs: 15_000, intervalMs: 200, what: 'the bootstrapped operator to log in' }))
+  return operatorToken
+}
+
+const portOf = (upstream: string | null) => upstream?.split(', ').at(-1)?.split(':').at(-1)
+
+async function pgQuery<T extends pg.QueryResultRow> (url: string, sql: string) {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query<T>(sql)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+step('sign up, log in and read through the balancer; round robin over all replicas, each pooled through PgBouncer', async () => {
+  const user = await signup()
+  const login = await lb('POST', '/api/v1/auth/login', { body: { email: user.email, password: PASSWORD } })
+  assert.equal(login.status, 200, JSON.stringify(login.body))
+  assert.equal(login.body.tenant.id, user.tenantId)
+  const served = new Set<string>()
+  for (let i = 0; i < 6; i++) {
+    const read = await lb('GET', '/api/v1/tenant', { token: login.body.accessToken })
+    assert.equal(read.status, 200, JSON.stringify(read.body))
+    assert.equal(read.body.id, user.tenantId)
+    served.add(portOf(read.upstream)!)
+  }
+  assert.deepEqual([...served].sort(), cluster.replicas.map(r => String(r.port)).sort(), 'round robin reaches every replica')
+
+  const pools = await pgQuery<{ database: string, pool_mode: string }>(cluster.pgbouncer.statsUrl, 'SHOW POOLS')
+  assert.equal(pools.find(p => p.database === cluster.database)?.pool_mode, 'transaction')
+  const clients = await pgQuery<{ database: string, application_name: string }>(cluster.pgbouncer.statsUrl, 'SHOW CLIENTS')
+  const names = new Set(clients.filter(c => c.database === cluster.database && c.application_name.startsWith('govula-core:')).map(c => c.application_name))
+  assert.equal(names.size, cluster.replicas.length, 'every replica\'s pool connects through PgBouncer')
+  const [timeout] = await pgQuery<{ statement_timeout: string }>(cluster.pgbouncer.url, 'SHOW statement_timeout')
+  assert.equal(timeout!.statement_timeout, '10s', 'the role setting stands in for the dropped startup parameter')
+  const listeners = await pgQuery<{ n: number }>(env('TEST_ADMIN_URL'),
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = '${cluster.database}' AND application_name = 'govula-broadcast' AND query ILIKE 'LISTEN%'`)
+  assert.equal(listeners[0]!.n, cluster.replicas.length, 'each replica LISTENs on a direct connection')
+})
+
+step('a downgrade through the balancer is denied on every replica within 1 s', async () => {
+  const op = await operator()
+  const user = await signup()
+  const recordingMode = (base: string) => call(base, 'GET', '/api/v1/entitlements/check?feature=recording_mode', { token: user.token })
+    .then(r => { assert.equal(r.status, 200, JSON.stringify(r.body)); return r.body.allowed as boolean })
+  const everywhere = [cluster.url, ...cluster.replicas.map(r => r.url)]
+
+  const pro = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'pro' } })
+  assert.equal(pro.status, 200, JSON.stringify(pro.body))
+  // Every replica now holds the ALLOW in its cache (60 s TTL): only the broadcast can clear it.
+  for (const base of everywhere) assert.equal(await recordingMode(base), true, base)
+
+  const free = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'free' } })
+  assert.equal(free.status, 200, JSON.stringify(free.body))
+  const changed = Date.now()
+  await waitFor(async () => (await Promise.all(everywhere.map(recordingMode))).every(allowed => !allowed),
+    { timeoutMs: 1000, intervalMs: 20, what: 'the denial on every replica' })
+  console.log(`# denial seen on every replica ${Date.now() - changed} ms after the downgrade answered`)
+})
+
+step('the per-tenant limit holds across the cluster: exactly 60 of 150 requests through the balancer', async () => {
+  const op = await operator()
+  const user = await signup()
+  const contract = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/contract`, {
+    token: op,
+    body: { features: { api_requests_per_minute: 60 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
+  })
+  assert.equal(contract.status, 200, JSON.stringify(contract.body))
+
+  const replies: Reply[] = []
+  let next = 0
+  await Promise.all(Array.from({ length: 25 }, async () => {
+    while (next < 150) {
+      next++
+      replies.push(await lb('GET', '/api/v1/tenant', { token: user.token }))
+    }
+  }))
+  const count = (status: number) => replies.filter(r => r.status === status).length
+  assert.deepEqual({ ok: count(200), limited: count(429), total: replies.length }, { ok: 60, limited: 90, total: 150 })
+  assert.equal(new Set(replies.map(r => portOf(r.upstream))).size, cluster.replicas.length, 'all replicas took part')
+})
+
+step('restarting a replica while traffic flows fails no request', async () => {
+  const op = await operator()
+  const user = await signup()
+  const plan = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'enterprise' } })
+  assert.equal(plan.status, 200, JSON.stringify(plan.body))
+
+  const target = cluster.replicas[1]!
+  const oldPid = target.pid
+  let restartedAt = Infinity
+  const traffic = { flowing: true }
+  const failures: string[] = []
+  let total = 0
+  let retried = 0
+  let servedByNew = 0
+  // Two clients in a tight loop: enough to keep every replica busy, little enough that the
+  // restarted one (tsx compiling on two cores) boots in seconds.
+  const loops = Array.from({ length: 2 }, async () => {
+    while (traffic.flowing) {
+      try {
+        const res = await lb('GET', '/api/v1/tenant', { token: user.token })
+        total++
+        if (res.status !== 200) failures.push(`${res.status} via ${res.upstream}: ${JSON.stringify(res.body).slice(0, 200)}`)
+        if (res.upstream?.includes(',')) retried++
+        if (Date.now() > restartedAt && portOf(res.upstream) === String(target.port)) servedByNew++
+      } catch (err) {
+        total++
+        failures.push(`connection error: ${(err as Error).message}`)
+      }
+    }
+  })
+
+  await waitFor(() => total >= 50, { timeoutMs: 10_000, what: 'traffic to flow' })
+  const began = Date.now()
+  const exitCode = await target.restart()
+  restartedAt = Date.now()
+  await waitFor(() => servedByNew >= 10, { timeoutMs: 15_000, what: 'the restarted replica to take traffic again' })
+  traffic.flowing = false
+  await Promise.all(loops)
+
+  console.log(`# restart took ${restartedAt - began} ms; ${total} requests, ${retried} retried by nginx, ${servedByNew} served by the new process`)
+  assert.deepEqual(failures.slice(0, 5), [], `${failures.length} of ${total} requests failed`)
+  assert.equal(exitCode, 0, 'the old process shut down gracefully')
+  assert.notEqual(target.pid, oldPid)
+})
