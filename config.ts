@@ -1,3 +1,4 @@
+import { createAuditSigner } from './services/audit-checkpoints.js'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -64,8 +65,9 @@ export const ConfigSchema = Type.Object({
   JOB_SHUTDOWN_DEADLINE_MS: Int(5000, 0),
   ENABLE_INTERNAL_CRON: Bool(false),
   CRON_SECRET: Type.Optional(Type.String({ minLength: 1 })),
-  // Ed25519 private key (PKCS#8 PEM or base64url DER) that signs audit checkpoints
-  // (docs/audit.md); outside production a public development key stands in.
+  // Ed25519 key that signs audit checkpoints (docs/audit.md): a 32-byte seed (base64,
+  // base64url or hex; `openssl rand -base64 32`) or a PKCS#8 PEM. Outside production a
+  // public development key stands in; production without one has no checkpoints.
   AUDIT_SIGNING_KEY: Type.Optional(Type.String({ minLength: 1 })),
 
   // Recording ingest (docs/recording.md): a batch over these is refused whole.
@@ -135,6 +137,14 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   const config = withDefaults as Static<typeof ConfigSchema>
   for (const key of ['DATABASE_URL', 'DATABASE_DIRECT_URL', 'MIGRATION_DATABASE_URL'] as const) {
     checkPostgresUrl(key, config[key])
+  }
+  if (config.AUDIT_SIGNING_KEY) {
+    try {
+      createAuditSigner(config.AUDIT_SIGNING_KEY)
+    } catch (err) {
+      // The message names the accepted forms, never the key itself.
+      throw new ConfigError('AUDIT_SIGNING_KEY', (err as Error).message.replace(/^AUDIT_SIGNING_KEY /, ''))
+    }
   }
   return Object.freeze(config)
 }

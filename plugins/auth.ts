@@ -1,7 +1,9 @@
+import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../errors.js'
 import { createAccountService, type AccountService } from '../services/accounts.js'
 import { createPasswordHasher } from '../services/passwords.js'
+import type { HeldTransaction } from '../services/database.js'
 import { createSessionService, type AuthContext, type Role } from '../services/sessions.js'
 
 declare module 'fastify' {
@@ -11,6 +13,11 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The caller, resolved from the bearer token; null on public routes. */
     auth: AuthContext | null
+    /**
+     * On a tenant GET: the transaction the auth lookup opened, already in the caller's tenant.
+     * The first request.withTenant() runs in it; otherwise it is committed once the response is sent.
+     */
+    heldTransaction: HeldTransaction | null
   }
   interface FastifyContextConfig {
     /**
@@ -45,6 +52,7 @@ export default fp(async (fastify) => {
   const accounts = createAccountService({ db, hasher, sessions, audit: fastify.audit, log, maxFailuresPerHour: config.LOGIN_MAX_FAILURES_PER_HOUR })
   fastify.decorate('accounts', accounts)
   fastify.decorateRequest('auth', null)
+  fastify.decorateRequest('heldTransaction', null)
 
   fastify.addHook('preParsing', async (request) => {
     const mode = request.routeOptions.config.auth ?? 'tenant'
@@ -52,7 +60,19 @@ export default fp(async (fastify) => {
     const header = request.headers.authorization
     const match = header ? BEARER.exec(header) : null
     if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
-    const auth = await sessions.resolve(match[1]!)
+    // A tenant GET reads under the tenant right after this lookup: BEGIN, the lookup and the
+    // tenant context go as one round trip, and the read joins that transaction. Only GET: no
+    // connection is held while a client sends a body, and GET handlers reach the database
+    // through request.withTenant alone (test/request-transaction.test.ts runs each of them on
+    // a pool of one connection, where a second checkout would never come).
+    let auth: AuthContext | null
+    if (mode === 'tenant' && request.method === 'GET') {
+      const held = await sessions.resolveHeld(match[1]!)
+      auth = held?.auth ?? null
+      request.heldTransaction = held?.transaction ?? null
+    } else {
+      auth = await sessions.resolve(match[1]!)
+    }
     if (!auth) throw new AppError('AUTH_INVALID_TOKEN', 'the access token is invalid, expired or revoked')
     if (mode === 'operator' && !auth.isOperator) throw new AppError('AUTH_FORBIDDEN', 'operator sessions only')
     if (mode === 'tenant') {
@@ -62,6 +82,13 @@ export default fp(async (fastify) => {
     }
     request.auth = auth
   })
+  // Ends a held transaction nothing ran in (refused, answered from cache, or aborted).
+  const endHeld = async (request: FastifyRequest) => {
+    const held = request.heldTransaction
+    if (held) await held.end().catch((err: unknown) => request.log.warn({ err }, 'ending the request transaction failed'))
+  }
+  fastify.addHook('onResponse', endHeld)
+  fastify.addHook('onRequestAbort', endHeld)
 
   // The first operator, created once if absent, after the first readiness round (which
   // applies migrations). A database that is down at boot only delays it to the next boot.

@@ -26,7 +26,7 @@ export default fp(async (fastify) => {
   fastify.decorate('originToken', randomUUID())
   fastify.decorate('requireFeature', (feature: FeatureKey) => async function (request: FastifyRequest) {
     if (!request.tenant) throw new AppError('TENANT_FORBIDDEN', 'this route needs a session in a tenant')
-    const decision = await engine.check(request.tenant.id, feature)
+    const decision = await engine.check(request.tenant.id, feature, request.withTenant)
     if (!decision.allowed) throw new AppError('ENTITLEMENT_DENIED', `${feature}: ${decision.reason}`)
   })
 }, { name: 'entitlements', dependencies: ['config', 'db', 'tenant-context'], fastify: '5.x' })

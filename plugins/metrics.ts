@@ -85,8 +85,13 @@ export default fp(async (fastify) => {
         () => res.writeHead(500).end())
     })
     fastify.addHook('onListen', async () => {
-      await new Promise<void>(resolve => server.listen(config.METRICS_PORT, config.HOST, resolve))
-      log.info({ port: config.METRICS_PORT }, 'metrics listening')
+      // A taken port costs the metrics, not the service: logged, and the API keeps serving.
+      try {
+        await new Promise<void>((resolve, reject) => server.once('error', reject).listen(config.METRICS_PORT, config.HOST, () => { server.off('error', reject); resolve() }))
+        log.info({ port: config.METRICS_PORT }, 'metrics listening')
+      } catch (err) {
+        log.error({ err, port: config.METRICS_PORT }, 'metrics listener failed: no metrics from this instance')
+      }
     })
     fastify.addHook('onClose', async () => { await new Promise(resolve => server.close(resolve)) })
   } else {

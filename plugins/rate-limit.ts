@@ -74,7 +74,7 @@ export default fp(async (fastify) => {
   const tenantLimit = fastify.createRateLimit({
     keyGenerator: (request) => `tenant:${request.tenant!.id}`,
     max: async (request) => {
-      const d = await entitlements.check(request.tenant!.id, 'api_requests_per_minute')
+      const d = await entitlements.check(request.tenant!.id, 'api_requests_per_minute', request.withTenant)
       return d.allowed ? d.limit ?? UNLIMITED : 0
     },
     timeWindow: TENANT_WINDOW_MS

@@ -1,24 +1,28 @@
 import fp from 'fastify-plugin'
-import type pg from 'pg'
+import type { TenantRun } from '../services/database.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** The tenant the session acts in; null on public and operator routes. */
     tenant: { id: string } | null
     /** Runs `fn` in a transaction with this request's tenant set for row-level security. */
-    withTenant<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
+    withTenant: TenantRun
   }
 }
 
 /** The tenant context: taken from the session, applied to every tenant query via withTenant. */
 export default fp(async (fastify) => {
   fastify.decorateRequest('tenant', null)
-  fastify.decorateRequest('withTenant', function <T> (this: { tenant: { id: string } | null }, fn: (client: pg.PoolClient) => Promise<T>) {
-    // Fails closed: without a tenant there is no transaction to run in.
-    if (!this.tenant) return Promise.reject(new Error('withTenant called on a request without a tenant'))
-    return fastify.db.withTenant(this.tenant.id, fn)
-  })
+  // Fails closed: without a tenant there is no transaction to run in.
+  const noTenant = () => Promise.reject(new Error('withTenant called on a request without a tenant'))
+  fastify.decorateRequest('withTenant', noTenant as TenantRun)
   fastify.addHook('preParsing', async (request) => {
-    if (request.auth?.tenantId) request.tenant = { id: request.auth.tenantId }
+    const id = request.auth?.tenantId
+    if (!id) return
+    request.tenant = { id }
+    // A closure per request, so services can take request.withTenant as their TenantRun. The
+    // first call joins the transaction the auth lookup left open (plugins/auth.ts), if any.
+    const held = request.heldTransaction
+    request.withTenant = held ? (fn) => held.run(fn) ?? fastify.db.withTenant(id, fn) : (fn) => fastify.db.withTenant(id, fn)
   })
 }, { name: 'tenant-context', dependencies: ['db', 'auth'], fastify: '5.x' })

@@ -8,6 +8,17 @@ export function isUuid (value: unknown): value is string {
   return typeof value === 'string' && UUID.test(value)
 }
 
+/** Runs fn in one tenant's transaction (db.withTenant bound to a tenant, or a request's). */
+export type TenantRun = <T>(fn: (client: pg.PoolClient) => Promise<T>) => Promise<T>
+
+/** A transaction opened ahead of its first use, holding its pooled connection until it ends. */
+export interface HeldTransaction {
+  /** Runs fn in it and ends it: COMMIT, or ROLLBACK when fn throws. Null once it has ended. */
+  run<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> | null
+  /** Ends it with COMMIT unless run() already did. Idempotent. */
+  end(): Promise<void>
+}
+
 /** Transactions over a pg pool, with the tenant context set for row-level security. */
 export interface Database {
   readonly pool: pg.Pool
@@ -16,14 +27,18 @@ export interface Database {
   withTenant<T>(tenantId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
   /** A transaction in operator scope (app.operator = 'on'): what the RLS policies let an operator or a job see. */
   withOperator<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
+  /**
+   * Opens a transaction with `begin` (simple protocol: it may hold several statements and
+   * must carry strictly validated literals only) and returns it held, with the results.
+   */
+  hold(begin: string): Promise<{ transaction: HeldTransaction, results: pg.QueryResult[] }>
 }
 
 export function createDatabase (pool: pg.Pool): Database {
-  async function run<T> (begin: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect()
+  /** Runs fn on a checked-out client, then COMMIT (ROLLBACK when anything throws) and release. */
+  async function within<T> (client: pg.PoolClient, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let broken: Error | undefined
     try {
-      await client.query(begin)
       const result = await fn(client)
       await client.query('COMMIT')
       return result
@@ -40,6 +55,13 @@ export function createDatabase (pool: pg.Pool): Database {
     }
   }
 
+  async function run<T> (begin: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return within(await pool.connect(), async (client) => {
+      await client.query(begin)
+      return fn(client)
+    })
+  }
+
   return {
     pool,
     query: pool.query.bind(pool) as pg.Pool['query'],
@@ -52,6 +74,30 @@ export function createDatabase (pool: pg.Pool): Database {
       if (!isUuid(tenantId)) return Promise.reject(new TypeError('withTenant: tenantId must be a UUID'))
       return run(`BEGIN; SELECT set_config('app.tenant_id', '${tenantId}', true)`, fn)
     },
-    withOperator: (fn) => run("BEGIN; SELECT set_config('app.operator', 'on', true)", fn)
+    withOperator: (fn) => run("BEGIN; SELECT set_config('app.operator', 'on', true)", fn),
+    async hold (begin) {
+      const client = await pool.connect()
+      let ended = false
+      let results: pg.QueryResult | pg.QueryResult[]
+      try {
+        results = await client.query(begin) as pg.QueryResult | pg.QueryResult[]
+      } catch (err) {
+        ended = true
+        return within(client, () => Promise.reject(err))
+      }
+      const transaction: HeldTransaction = {
+        run (fn) {
+          if (ended) return null
+          ended = true
+          return within(client, fn)
+        },
+        async end () {
+          if (ended) return
+          ended = true
+          await within(client, async () => undefined)
+        }
+      }
+      return { transaction, results: Array.isArray(results) ? results : [results] }
+    }
   }
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { Database, Queryable } from './database.js'
+import type { Database, Queryable, TenantRun } from './database.js'
 
 export const FEATURES = ['recording_mode', 'audit_export', 'seats', 'api_requests_per_minute', 'recording_events_per_minute', 'recording_retention_days'] as const
 export type FeatureKey = typeof FEATURES[number]
@@ -157,9 +157,11 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
   }
   for (const type of CHANGE_TYPES) events.on(type, (change: { tenantId: string }) => invalidate(change.tenantId))
 
-  async function load (tenantId: string): Promise<TenantState | null> {
-    // Entitlements are tenant data: read them under that tenant's row-level security.
-    return db.withTenant(tenantId, c => loadTenantState(c, tenantId))
+  async function load (tenantId: string, run?: TenantRun): Promise<TenantState | null> {
+    // Entitlements are tenant data: read them under that tenant's row-level security, in the
+    // caller's transaction when it gives one (a request's: no second pooled connection).
+    const reader = (c: Queryable) => loadTenantState(c, tenantId)
+    return run ? run(reader) : db.withTenant(tenantId, reader)
   }
 
   function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number) {
@@ -173,7 +175,7 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     events,
     stats,
 
-    async check (tenantId: string, feature: string): Promise<Decision> {
+    async check (tenantId: string, feature: string, run?: TenantRun): Promise<Decision> {
       const at = now()
       const hit = cache.get(tenantId)?.get(feature)
       if (hit && hit.expiresAt > at) {
@@ -181,7 +183,7 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
         return hit.decision
       }
       stats.misses++
-      const state = await load(tenantId)
+      const state = await load(tenantId, run)
       if (!state) return { allowed: false, limit: null, source: 'plan', reason: 'unknown tenant' }
       const { decision, until } = decide(state, feature, at, graceMs)
       remember(tenantId, feature, decision, until, at)
@@ -189,9 +191,9 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     },
 
     /** Every feature at once, computed fresh (GET /api/v1/entitlements). */
-    async snapshot (tenantId: string) {
+    async snapshot (tenantId: string, run?: TenantRun) {
       const at = now()
-      const state = await load(tenantId)
+      const state = await load(tenantId, run)
       if (!state) return null
       const features: Record<string, Decision> = {}
       for (const f of FEATURES) {

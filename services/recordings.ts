@@ -1,4 +1,4 @@
-import { isUuid, type Database, type Queryable } from './database.js'
+import { isUuid, type Database, type Queryable, type TenantRun } from './database.js'
 import type { Decision } from './entitlements.js'
 import type { Logger } from './logger.js'
 import { eachTenant } from './jobs/each-tenant.js'
@@ -96,6 +96,8 @@ export function decodeCursor (cursor: string): Position {
 
 /** Ingest and reads of recording events, each in its tenant's row-level-security context. */
 export function createRecordingService ({ db }: { db: Database }) {
+  // Reads take the caller's TenantRun (a request's, see plugins/auth.ts); by default their own transaction.
+  const own = (tenantId: string): TenantRun => fn => db.withTenant(tenantId, fn)
   return {
     /**
      * Stores a prepared batch; events already stored count as duplicates. One round trip:
@@ -110,9 +112,9 @@ export function createRecordingService ({ db }: { db: Database }) {
     },
 
     /** Recordings with their event count and time range, the most recent first. */
-    async list (tenantId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }) {
+    async list (tenantId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }, run = own(tenantId)) {
       const after = cursor ? decodeCursor(cursor) : null
-      const { rows } = await db.withTenant(tenantId, c => after
+      const { rows } = await run(c => after
         ? c.query(LIST_AFTER_SQL, [tenantId, limit + 1, new Date(after.at), after.key])
         : c.query(LIST_FIRST_SQL, [tenantId, limit + 1]))
       const recordings: RecordingSummary[] = rows.slice(0, limit).map(r => ({ recordingId: r.recording_id, events: Number(r.events), firstAt: r.first_at, lastAt: r.last_at }))
@@ -124,10 +126,10 @@ export function createRecordingService ({ db }: { db: Database }) {
      * One recording's events in (occurredAt, id) order. null when the tenant has no such
      * recording: another tenant's is invisible under row-level security, so it is "not found".
      */
-    async events (tenantId: string, recordingId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }) {
+    async events (tenantId: string, recordingId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }, run = own(tenantId)) {
       const after = cursor ? decodeCursor(cursor) : null
       if (after && !isUuid(after.key)) throw new InvalidCursorError('is not a cursor of this recording\'s events')
-      return db.withTenant(tenantId, async (c: Queryable) => {
+      return run(async (c: Queryable) => {
         const { rows } = after
           ? await c.query(EVENTS_AFTER_SQL, [tenantId, recordingId, limit + 1, new Date(after.at), after.key])
           : await c.query(EVENTS_FIRST_SQL, [tenantId, recordingId, limit + 1])

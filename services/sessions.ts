@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID }
 import { isIP } from 'node:net'
 import type pg from 'pg'
 import { AppError } from '../errors.js'
-import type { Database, Queryable } from './database.js'
+import type { Database, HeldTransaction, Queryable } from './database.js'
 import { hashToken, newToken, tokenUserId } from './tokens.js'
 
 export type Role = 'owner' | 'admin' | 'member'
@@ -18,6 +18,13 @@ export interface AuthContext {
   tenantId: string | null
   role: Role | null
 }
+
+/** A row of auth_resolve_access(). */
+interface AccessRow { session_id: string, family_id: string, user_id: string, email: string, is_operator: boolean, tenant_id: string | null, role: Role | null }
+
+const toAuthContext = (row: AccessRow): AuthContext => ({
+  sessionId: row.session_id, familyId: row.family_id, userId: row.user_id, email: row.email, isOperator: row.is_operator, tenantId: row.tenant_id, role: row.role
+})
 
 export interface SessionPolicy {
   accessTtlS: number
@@ -160,10 +167,30 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
     async resolve (accessToken: string): Promise<AuthContext | null> {
       const userId = tokenUserId(accessToken)
       if (!userId) return null
-      const { rows: [row] } = await db.query<{ session_id: string, family_id: string, user_id: string, email: string, is_operator: boolean, tenant_id: string | null, role: Role | null }>(
+      const { rows: [row] } = await db.query<AccessRow>(
         'SELECT * FROM auth_resolve_access($1, $2, $3::interval)', [userId, hashToken(accessToken), idle])
-      if (!row) return null
-      return { sessionId: row.session_id, familyId: row.family_id, userId: row.user_id, email: row.email, isOperator: row.is_operator, tenantId: row.tenant_id, role: row.role }
+      return row ? toAuthContext(row) : null
+    },
+
+    /**
+     * resolve() that leaves its transaction open, in the session's tenant, for the request to
+     * read in: BEGIN and the lookup travel as one round trip, and the caller's first query
+     * runs in the same transaction. The statement carries literals, which is safe only
+     * because each is strictly validated: a UUID, hex digits and an integer. The caller must
+     * end the transaction (the auth plugin does, when the response is sent).
+     */
+    async resolveHeld (accessToken: string): Promise<{ auth: AuthContext, transaction: HeldTransaction } | null> {
+      const userId = tokenUserId(accessToken)
+      if (!userId) return null
+      const hash = hashToken(accessToken).toString('hex')
+      const { transaction, results } = await db.hold(
+        `BEGIN; SELECT * FROM auth_resolve_access('${userId}', '\\x${hash}', '${idle}')`)
+      const row = results[results.length - 1]!.rows[0] as AccessRow | undefined
+      if (!row) {
+        await transaction.end()
+        return null
+      }
+      return { auth: toAuthContext(row), transaction }
     },
 
     /**

@@ -1,6 +1,6 @@
 import { AppError, notFound } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
-import { isUuid, type Database, type Queryable } from './database.js'
+import { isUuid, type Database, type Queryable, type TenantRun } from './database.js'
 import { normaliseEmail } from './accounts.js'
 import type { Decision } from './entitlements.js'
 import type { AuthContext, Role } from './sessions.js'
@@ -42,16 +42,20 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
     return rows.length
   }
 
+  // Reads take the caller's TenantRun (a request's, which may join the transaction its auth
+  // lookup opened); by default, a transaction of their own.
+  const own = (tenantId: string): TenantRun => fn => db.withTenant(tenantId, fn)
+
   return {
-    async get (tenantId: string): Promise<Tenant> {
-      const { rows: [t] } = await db.withTenant(tenantId, c => c.query<Tenant>(
+    async get (tenantId: string, run = own(tenantId)): Promise<Tenant> {
+      const { rows: [t] } = await run(c => c.query<Tenant>(
         'SELECT id, name, slug, plan, lifecycle, created_at AS "createdAt" FROM tenants WHERE id = $1', [tenantId]))
       if (!t) throw notFound('tenant')
       return t
     },
 
-    async members (tenantId: string): Promise<Member[]> {
-      const { rows } = await db.withTenant(tenantId, c => c.query<Member>(
+    async members (tenantId: string, run = own(tenantId)): Promise<Member[]> {
+      const { rows } = await run(c => c.query<Member>(
         'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email',
         [tenantId]))
       return rows

@@ -54,7 +54,8 @@ const bad: Array<[Record<string, string>, string, RegExp]> = [
   [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', /loud/],
   [{ DATABASE_URL: 'not a url' }, 'DATABASE_URL', /not a valid URL/],
   [{ DATABASE_URL: 'mysql://u@h/db' }, 'DATABASE_URL', /postgres:\/\//],
-  [{ MIGRATION_DATABASE_URL: 'postgres://' }, 'MIGRATION_DATABASE_URL', /host|valid/]
+  [{ MIGRATION_DATABASE_URL: 'postgres://' }, 'MIGRATION_DATABASE_URL', /host|valid/],
+  [{ AUDIT_SIGNING_KEY: 'too-short-to-be-a-seed' }, 'AUDIT_SIGNING_KEY', /32-byte Ed25519 seed/]
 ]
 for (const [env, variable, reason] of bad) {
   test(`a bad ${variable} (${JSON.stringify(env[variable])}) is refused, naming the variable`, () => {
@@ -63,6 +64,7 @@ for (const [env, variable, reason] of bad) {
       assert.equal(err.variable, variable)
       assert.match(err.message, new RegExp(`^invalid configuration: ${variable} `))
       assert.match(err.message, reason)
+      assert.ok(!err.message.includes('too-short-to-be-a-seed'), 'a secret is never echoed')
       return true
     })
   })

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Validator } from '@seriousme/openapi-schema-validator'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
+import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { freePort } from './support/harness.js'
 import { bearer, signupTenant } from './support/actors.js'
 
@@ -78,4 +78,13 @@ test('metrics: off by default; on the main port with METRICS_ENABLED; on its own
   const scraped = await fetch(`http://127.0.0.1:${port}/metrics`)
   assert.equal(scraped.status, 200)
   assert.match(await scraped.text(), /govula_db_pool_connections/)
+
+  // The metrics port taken: the error is logged, the API still serves.
+  const logs = captureLogs()
+  const clash = await buildTestApp(testConfig(db, { METRICS_ENABLED: true, METRICS_PORT: port, LOG_LEVEL: 'info' }), { logs })
+  await clash.listen({ port: 0, host: '127.0.0.1' })
+  // onListen hooks run after listen() resolves: poll for the line.
+  await waitFor(() => logs.lines.some(l => l.msg === 'metrics listener failed: no metrics from this instance'), { what: 'the metrics listener error logged' })
+  const address = clash.server.address() as { port: number }
+  assert.equal((await fetch(`http://127.0.0.1:${address.port}/health`)).status, 200)
 })

@@ -22,11 +22,11 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['entitlements'],
       response: { 200: Type.Object({ plan: Type.String(), lifecycle: Lifecycle, features: Type.Record(Type.String(), Decision) }) }
     }
-  }, async (request) => (await engine.snapshot(request.tenant!.id))!)
+  }, async (request) => (await engine.snapshot(request.tenant!.id, request.withTenant))!)
 
   fastify.get('/api/v1/entitlements/check', {
     schema: { tags: ['entitlements'], querystring: Type.Object({ feature: Feature }, strict), response: { 200: Check } }
-  }, async (request) => ({ feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature) }))
+  }, async (request) => ({ feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature, request.withTenant) }))
 
   fastify.post('/api/v1/entitlements/check', {
     schema: {
@@ -35,7 +35,7 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Object({ results: Type.Array(Check) }) }
     }
   }, async (request) => ({
-    results: await Promise.all(request.body.features.map(async feature => ({ feature, ...await engine.check(request.tenant!.id, feature) })))
+    results: await Promise.all(request.body.features.map(async feature => ({ feature, ...await engine.check(request.tenant!.id, feature, request.withTenant) })))
   }))
 }
 

@@ -66,7 +66,7 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
 
     // Limit 0 is "no recording at all": a 403 the recorder stops on, not a 429 it would retry
     // forever. null is unlimited.
-    const decision = await entitlements.check(tenantId, 'recording_events_per_minute')
+    const decision = await entitlements.check(tenantId, 'recording_events_per_minute', request.withTenant)
     if (!decision.allowed) throw new AppError('ENTITLEMENT_DENIED', `recording_events_per_minute: ${decision.reason}`)
     const limit = decision.limit
     let admitted: Extract<BudgetOutcome, { ok: true }> | undefined
@@ -109,7 +109,7 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
         })
       }
     }
-  }, async (request) => service.list(request.tenant!.id, request.query).catch(invalidCursor))
+  }, async (request) => service.list(request.tenant!.id, request.query, request.withTenant).catch(invalidCursor))
 
   fastify.get('/api/v1/recordings/:recordingId/events', {
     schema: {
@@ -119,7 +119,7 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Object({ events: Type.Array(Event), nextCursor: NextCursor }) }
     }
   }, async (request) => {
-    const page = await service.events(request.tenant!.id, request.params.recordingId, request.query).catch(invalidCursor)
+    const page = await service.events(request.tenant!.id, request.params.recordingId, request.query, request.withTenant).catch(invalidCursor)
     if (!page) throw new AppError('NOT_FOUND', `recording ${request.params.recordingId} not found`)
     return page
   })

@@ -16,11 +16,11 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
         200: Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Type.String(), createdAt: DateTime })
       }
     }
-  }, async (request) => tenants.get(request.tenant!.id))
+  }, async (request) => tenants.get(request.tenant!.id, request.withTenant))
 
   fastify.get('/api/v1/tenant/members', {
     schema: { tags: ['tenant'], response: { 200: Type.Object({ members: Type.Array(Member) }) } }
-  }, async (request) => ({ members: await tenants.members(request.tenant!.id) }))
+  }, async (request) => ({ members: await tenants.members(request.tenant!.id, request.withTenant) }))
 
   fastify.post('/api/v1/tenant/members', {
     config: { roles: ['owner', 'admin'] },

@@ -1,0 +1,82 @@
+// The auth lookup of a tenant GET opens the request's transaction in one round trip and the
+// handler reads in it (plugins/auth.ts). These tests hold that to its promises: fewer round
+// trips, the tenant context right, nothing left open, and no route that takes a second
+// pooled connection while the first is held (on a pool of one, that would hang).
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import pg from 'pg'
+import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { bearer, loginOperator, signupTenant } from './support/actors.js'
+
+const db = await createTestDatabase()
+const admin = await adminClient(db)
+
+/** Counts the statements the app's clients send while `fn` runs. */
+async function statements<T> (fn: () => Promise<T>): Promise<{ result: T, sent: string[] }> {
+  const sent: string[] = []
+  const original = pg.Client.prototype.query
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    const q = args[0] as string | { text: string }
+    sent.push(typeof q === 'string' ? q : q.text)
+    return (original as (...a: unknown[]) => unknown).apply(this, args)
+  } as typeof original
+  try {
+    return { result: await fn(), sent }
+  } finally {
+    pg.Client.prototype.query = original
+  }
+}
+
+test('a tenant GET is three round trips: BEGIN with the auth lookup, the read, COMMIT', async () => {
+  const app = await buildTestApp(testConfig(db))
+  const t = await signupTenant(app)
+  await app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) }) // warm the entitlement cache
+  const { result: res, sent } = await statements(() => app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) }))
+  assert.equal(res.statusCode, 200)
+  assert.equal(res.json().members.length, 1)
+  assert.equal(sent.length, 3, sent.join('\n'))
+  assert.match(sent[0]!, /^BEGIN; SELECT \* FROM auth_resolve_access\(/)
+  assert.match(sent[1]!, /FROM memberships/)
+  assert.equal(sent[2], 'COMMIT')
+  // A body-carrying request holds no connection while the body arrives: its lookup is a
+  // statement of its own.
+  const { sent: post } = await statements(() => app.inject({ method: 'POST', url: '/api/v1/entitlements/check', headers: bearer(t), payload: { features: ['seats'] } }))
+  assert.match(post[0]!, /^SELECT \* FROM auth_resolve_access\(\$1/)
+})
+
+test('on a pool of one connection, every tenant GET route answers with cold caches (no second checkout while one is held)', async () => {
+  const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 1, DB_CONNECTION_TIMEOUT: 2000, ENTITLEMENT_CACHE_TTL_MS: 0 }))
+  const operator = await loginOperator(app)
+  const t = await signupTenant(app)
+  const pro = await app.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${t.tenant!.id}/plan`, headers: bearer(operator), payload: { plan: 'enterprise' } })
+  assert.equal(pro.statusCode, 200, pro.body)
+  const routes = [
+    '/api/v1/tenant', '/api/v1/tenant/members', '/api/v1/entitlements', '/api/v1/entitlements/check?feature=seats',
+    '/api/v1/audit', '/api/v1/audit/verify', '/api/v1/audit/checkpoint',
+    '/api/v1/recordings', '/api/v1/recordings/none/events'
+  ]
+  for (const url of routes) {
+    const res = await app.inject({ url, headers: bearer(t) })
+    assert.ok([200, 404].includes(res.statusCode), `${url}: ${res.statusCode} ${res.body}`)
+  }
+  // Nothing was left open or checked out (the COMMIT of a request nothing ran in is sent
+  // after its response, so poll).
+  await waitFor(() => app.pg.pool.idleCount === app.pg.pool.totalCount, { what: 'every connection back in the pool' })
+})
+
+test('refusals, validation errors and answers from the cache end the held transaction; the tenant context is the session\'s', async () => {
+  const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 1, DB_CONNECTION_TIMEOUT: 2000 }))
+  const a = await signupTenant(app)
+  const b = await signupTenant(app)
+  // A role refusal after the lookup, a cached entitlement answer, a 404 from validation:
+  assert.equal((await app.inject({ url: '/api/v1/audit', headers: bearer(a) })).statusCode, 403)
+  for (let i = 0; i < 3; i++) assert.equal((await app.inject({ url: '/api/v1/entitlements/check?feature=seats', headers: bearer(a) })).statusCode, 200)
+  assert.equal((await app.inject({ url: '/api/v1/entitlements/check?feature=nope', headers: bearer(a) })).statusCode, 400)
+  await waitFor(() => app.pg.pool.idleCount === app.pg.pool.totalCount, { what: 'every connection back in the pool' })
+  // Each session reads its own tenant through the joined transaction, never the other's.
+  const [ra, rb] = await Promise.all([a, b].map(t => app.inject({ url: '/api/v1/tenant', headers: bearer(t) })))
+  assert.equal(ra!.json().id, a.tenant!.id)
+  assert.equal(rb!.json().id, b.tenant!.id)
+  const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
+  assert.equal(open.rows[0].n, 0)
+})
