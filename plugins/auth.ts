@@ -54,7 +54,12 @@ export default fp(async (fastify) => {
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('heldTransaction', null)
 
-  fastify.addHook('preParsing', async (request) => {
+  // Ends a held transaction nothing ran in (refused, answered from cache, or aborted).
+  const endHeld = async (request: FastifyRequest) => {
+    const held = request.heldTransaction
+    if (held) await held.end().catch((err: unknown) => request.log.warn({ err }, 'ending the request transaction failed'))
+  }
+  fastify.addHook('preParsing', async (request, reply) => {
     const mode = request.routeOptions.config.auth ?? 'tenant'
     if (mode === false || request.is404) return
     const header = request.headers.authorization
@@ -69,7 +74,18 @@ export default fp(async (fastify) => {
     if (mode === 'tenant' && request.method === 'GET') {
       const held = await sessions.resolveHeld(match[1]!)
       auth = held?.auth ?? null
-      request.heldTransaction = held?.transaction ?? null
+      if (held) {
+        request.heldTransaction = held.transaction
+        // The response's 'close' comes whatever happens, including a client that went away
+        // (Fastify runs no onResponse hook for a reply it never sends); if it came already,
+        // while the lookup ran, end the transaction now.
+        if (request.raw.socket?.destroyed) {
+          await held.transaction.end()
+          request.heldTransaction = null
+          throw new AppError('BAD_REQUEST', 'the client went away')
+        }
+        reply.raw.once('close', () => { endHeld(request).catch(() => {}) })
+      }
     } else {
       auth = await sessions.resolve(match[1]!)
     }
@@ -82,11 +98,6 @@ export default fp(async (fastify) => {
     }
     request.auth = auth
   })
-  // Ends a held transaction nothing ran in (refused, answered from cache, or aborted).
-  const endHeld = async (request: FastifyRequest) => {
-    const held = request.heldTransaction
-    if (held) await held.end().catch((err: unknown) => request.log.warn({ err }, 'ending the request transaction failed'))
-  }
   fastify.addHook('onResponse', endHeld)
   fastify.addHook('onRequestAbort', endHeld)
 

@@ -31,7 +31,7 @@ export default fp(async (fastify) => {
     name: 'entitlement-broadcast',
     critical: false,
     async run () {
-      if (!listener.state.connected) throw new CheckFailure(`degraded: not listening (${listener.state.reconnects} reconnects); entitlement caches expire by TTL`)
+      if (!listener.state.connected) throw new CheckFailure('degraded: not listening, reconnecting; entitlement caches expire by TTL') // a stable detail: one log line per outage, not per attempt
       return `listening (${listener.state.reconnects} reconnects)`
     }
   })

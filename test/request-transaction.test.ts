@@ -80,3 +80,24 @@ test('refusals, validation errors and answers from the cache end the held transa
   const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
   assert.equal(open.rows[0].n, 0)
 })
+
+test('clients that go away mid-request leave no connection checked out', async () => {
+  const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 3 }))
+  const t = await signupTenant(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const { connect } = await import('node:net')
+  // 60 GETs, each socket destroyed right after its request is written: many are dropped while
+  // the auth lookup's round trip is in flight, the case onResponse never sees.
+  await Promise.all(Array.from({ length: 60 }, (_, i) => new Promise<void>((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`GET /api/v1/tenant/members HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.accessToken}\r\n\r\n`)
+      setTimeout(() => { socket.destroy(); resolve() }, i % 4) // a spread of moments to go away
+    })
+    socket.on('error', () => resolve())
+  })))
+  await waitFor(() => app.pg.pool.idleCount === app.pg.pool.totalCount && app.pg.pool.waitingCount === 0, { what: 'every connection back in the pool' })
+  // And the service still answers on its small pool.
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1/tenant/members`, { headers: bearer(t) })
+  assert.equal(res.status, 200)
+})
