@@ -28,7 +28,7 @@ export default fp(async (fastify) => {
   const instance = `${hostname()}:${process.pid}:${fastify.originToken.slice(0, 8)}`
   const admin = createTenantAdmin({ db, audit: fastify.audit, engine: fastify.entitlements, originToken: fastify.originToken, graceMs: config.PAST_DUE_GRACE_DAYS * 86_400_000, log })
   const jobs = new Map<string, Job>([
-    ['purge-sessions', { intervalMs: config.JOB_PURGE_SESSIONS_INTERVAL_S * 1000, run: (signal) => purgeSessions({ db }, signal) }],
+    ['purge-sessions', { intervalMs: config.JOB_PURGE_SESSIONS_INTERVAL_S * 1000, run: (signal) => purgeSessions({ db, reuseGraceS: config.REFRESH_REUSE_GRACE_S }, signal) }],
     ['lifecycle-transitions', { intervalMs: config.JOB_LIFECYCLE_INTERVAL_S * 1000, run: (signal) => admin.applyDueTransitions(signal) }],
     ['purge-recordings', { intervalMs: config.JOB_PURGE_RECORDINGS_INTERVAL_S * 1000, run: (signal) => purgeExpiredRecordings({ db, log, entitlements: fastify.entitlements }, signal) }]
   ])

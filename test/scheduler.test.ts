@@ -75,12 +75,23 @@ test('purge-sessions deletes revoked and expired families and keeps live ones', 
   const expired = await signupTenant(app)
   assert.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(loggedOut) })).statusCode, 204)
   await admin.query("UPDATE auth_sessions SET absolute_expires_at = now() - interval '1 second' WHERE user_id = $1", [expired.user.id])
-  await waitFor(async () => (await cron(app, 'purge-sessions', 'k')).json().ran, { what: 'a fresh tick' })
+  // A refresh leaves the spent row holding its successor, sealed for the grace window; once
+  // the window is over the job clears it (the spent row itself stays: it detects reuse).
+  const refreshed = await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken: live.refreshToken } })
+  assert.equal(refreshed.statusCode, 200)
+  await admin.query("UPDATE auth_sessions SET rotated_at = now() - interval '1 hour' WHERE user_id = $1 AND rotated_at IS NOT NULL", [live.user.id])
+  const sealed = async () => (await admin.query('SELECT count(*)::int AS n FROM auth_sessions WHERE user_id = $1 AND grace_payload IS NOT NULL', [live.user.id])).rows[0].n
+  assert.equal(await sealed(), 1)
+  const tick = await waitFor(async () => { const r = await cron(app, 'purge-sessions', 'k'); return r.json().ran ? r.json().result : undefined }, { what: 'a fresh tick' })
+  assert.ok(tick.cleared >= 1)
+  assert.equal(await sealed(), 0)
   const left = async (userId: string) => (await admin.query('SELECT count(*)::int AS n FROM auth_sessions WHERE user_id = $1', [userId])).rows[0].n
   assert.equal(await left(loggedOut.user.id), 0)
   assert.equal(await left(expired.user.id), 0)
-  assert.equal(await left(live.user.id), 1)
-  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(live) })).statusCode, 200)
+  assert.equal(await left(live.user.id), 2, 'the live family: its spent row and its head')
+  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(refreshed.json()) })).statusCode, 200)
+  // The spent token replayed after the window is still detected as reuse.
+  assert.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken: live.refreshToken } })).statusCode, 401)
 })
 
 test('lifecycle-transitions writes due transitions: trial end, grace end, contract end — with change events', async () => {

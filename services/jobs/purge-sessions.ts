@@ -3,10 +3,12 @@ import type { Database } from '../database.js'
 /**
  * Deletes dead session families in bounded batches: revoked ones, and those past their
  * absolute or idle expiry. A family goes whole: its spent rows are what detects a replayed
- * refresh token, so they stay while the family lives.
+ * refresh token, so they stay while the family lives. Then clears the successor tokens
+ * sealed for the refresh grace window in rows whose window is over.
  */
-export async function purgeSessions ({ db }: { db: Database }, signal: AbortSignal, { batchSize = 1000 } = {}) {
+export async function purgeSessions ({ db, reuseGraceS }: { db: Database, reuseGraceS: number }, signal: AbortSignal, { batchSize = 1000 } = {}) {
   let deleted = 0
+  let cleared = 0
   while (!signal.aborted) {
     const count = await db.withOperator(async (client) => {
       const { rowCount } = await client.query(`
@@ -19,5 +21,17 @@ export async function purgeSessions ({ db }: { db: Database }, signal: AbortSign
     deleted += count
     if (count === 0) break
   }
-  return { deleted }
+  // Successor tokens sealed for the grace window are useless once it is over: clear them.
+  while (!signal.aborted) {
+    const count = await db.withOperator(async (client) => {
+      const { rowCount } = await client.query(`
+        UPDATE auth_sessions SET grace_payload = NULL WHERE id IN (
+          SELECT id FROM auth_sessions WHERE grace_payload IS NOT NULL AND rotated_at < now() - make_interval(secs => $2)
+          LIMIT $1)`, [batchSize, reuseGraceS])
+      return rowCount ?? 0
+    })
+    cleared += count
+    if (count < batchSize) break
+  }
+  return { deleted, cleared }
 }
