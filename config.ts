@@ -24,6 +24,8 @@ export const ConfigSchema = Type.Object({
   DB_IDLE_TIMEOUT: Int(30_000, 0),
   DB_CONNECTION_TIMEOUT: Int(5_000, 1),
   DB_STATEMENT_TIMEOUT: Int(10_000, 0),
+  // Client-side bound on one statement's round trip; unset: see queryTimeoutMs.
+  DB_QUERY_TIMEOUT: Type.Optional(Type.Integer({ minimum: 0 })),
   MIGRATE_ON_BOOT: Bool(true),
 
   DATA_DIR: Type.String({ default: '.data', minLength: 1 }),
@@ -147,6 +149,19 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     }
   }
   return Object.freeze(config)
+}
+
+/**
+ * How long the pool waits for the answer to one statement before it gives the connection up.
+ * statement_timeout is enforced by Postgres on statements it is running, so it cannot bound a
+ * network that is slow or stalled: this client-side timer does. It sits 1 s above the server's
+ * timer so that, when Postgres itself is slow, Postgres's clean cancel (which keeps the
+ * connection) wins. With DB_STATEMENT_TIMEOUT=0 (PgBouncer: the timeout lives on the role)
+ * the default is 11 s, above the 10 s the cluster sets there. 0 disables it.
+ */
+export function queryTimeoutMs (config: Config): number {
+  if (config.DB_QUERY_TIMEOUT !== undefined) return config.DB_QUERY_TIMEOUT
+  return (config.DB_STATEMENT_TIMEOUT || 10_000) + 1000
 }
 
 /** The three connection strings, with DESIGN.md's fallbacks applied. */

@@ -72,6 +72,15 @@ export function isDatabaseUnavailable (err: unknown): boolean {
   if (!(err instanceof Error)) return false
   const code = (err as { code?: unknown }).code
   if (typeof code === 'string' && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_ERRNO.has(code))) return true
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly/i
-    .test(err.message)
+  return isQueryTimeout(err) ||
+    /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly/i
+      .test(err.message)
+}
+
+/**
+ * pg's client-side query_timeout fired: no answer came in time. The statement may still be
+ * running or its bytes still in flight, so the connection is unusable and must be destroyed.
+ */
+export function isQueryTimeout (err: unknown): boolean {
+  return err instanceof Error && err.message === 'Query read timeout'
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
-import { databaseUrls } from '../config.js'
+import { databaseUrls, queryTimeoutMs } from '../config.js'
 import { createDatabase, type Database } from '../services/database.js'
 
 declare module 'fastify' {
@@ -26,6 +26,10 @@ export default fp(async (fastify) => {
     idleTimeoutMillis: config.DB_IDLE_TIMEOUT,
     connectionTimeoutMillis: config.DB_CONNECTION_TIMEOUT,
     statement_timeout: config.DB_STATEMENT_TIMEOUT || undefined,
+    // The client-side bound: a slow or stalled network is not something statement_timeout sees.
+    query_timeout: queryTimeoutMs(config) || undefined,
+    // TCP keepalive finds a peer that vanished without a FIN (a dead host, a dropped NAT entry).
+    keepAlive: true,
     // One name per instance: the pool-sizing check counts replicas by it.
     application_name: `govula-core:${fastify.instanceId}`
   })

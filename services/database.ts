@@ -1,4 +1,5 @@
 import type pg from 'pg'
+import { isQueryTimeout } from '../errors.js'
 
 export type Queryable = Pick<pg.PoolClient, 'query'>
 
@@ -43,11 +44,17 @@ export function createDatabase (pool: pg.Pool): Database {
       await client.query('COMMIT')
       return result
     } catch (err) {
-      try {
-        await client.query('ROLLBACK')
-      } catch (rollbackErr) {
-        // The connection itself failed: destroy it instead of returning it to the pool.
-        broken = rollbackErr as Error
+      if (isQueryTimeout(err)) {
+        // A ROLLBACK would queue behind the unanswered statement and time out in its turn;
+        // destroying the connection ends the transaction on the server all the same.
+        broken = err as Error
+      } else {
+        try {
+          await client.query('ROLLBACK')
+        } catch (rollbackErr) {
+          // The connection itself failed: destroy it instead of returning it to the pool.
+          broken = rollbackErr as Error
+        }
       }
       throw err
     } finally {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { test } from 'node:test'
-import { ConfigError, ConfigSchema, databaseUrls, loadConfig } from '../config.js'
+import { ConfigError, ConfigSchema, databaseUrls, loadConfig, queryTimeoutMs } from '../config.js'
 
 test('defaults are those of DESIGN.md', () => {
   const c = loadConfig({})
@@ -44,6 +44,16 @@ test('values are parsed from strings; empty means unset', () => {
 test('database URLs fall back to DATABASE_URL', () => {
   const c = loadConfig({ DATABASE_URL: 'postgres://a@h/db' })
   assert.deepEqual(databaseUrls(c), { runtime: 'postgres://a@h/db', direct: 'postgres://a@h/db', migration: 'postgres://a@h/db' })
+})
+
+test('the client-side query timeout sits 1 s above the statement timeout unless set', () => {
+  assert.equal(loadConfig({}).DB_QUERY_TIMEOUT, undefined)
+  assert.equal(queryTimeoutMs(loadConfig({})), 11_000)
+  assert.equal(queryTimeoutMs(loadConfig({ DB_STATEMENT_TIMEOUT: '500' })), 1_500)
+  // PgBouncer: no startup statement_timeout, the role carries one; the client still bounds the wait.
+  assert.equal(queryTimeoutMs(loadConfig({ DB_STATEMENT_TIMEOUT: '0' })), 11_000)
+  assert.equal(queryTimeoutMs(loadConfig({ DB_QUERY_TIMEOUT: '3000' })), 3_000)
+  assert.equal(queryTimeoutMs(loadConfig({ DB_QUERY_TIMEOUT: '0' })), 0)
 })
 
 const bad: Array<[Record<string, string>, string, RegExp]> = [

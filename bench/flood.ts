@@ -1,0 +1,110 @@
+// npm run bench:flood — issue 11 item 7: what one tenant flooding at 10× its limit costs the
+// others. Three neighbour tenants read `GET /api/v1/tenant` at a fixed total rate; in alternate
+// phases a fourth tenant, whose contract allows FLOOD_LIMIT requests a minute, sends ten times
+// that. The figure is the neighbours' p99 in the flood phases over their p99 in the quiet
+// phases of the same run (target < 1.2), with the flooder's 429s and the neighbours' 0 × 429
+// checked alongside. Quiet and flood phases alternate so that drift on a shared machine lands
+// on both sides. The load runs in a child process (autocannon, its own event loop, fixed rates
+// with coordinated-omission correction), the service in this one (app.listen).
+//   BENCH_ROUNDS (3) quiet+flood pairs, BENCH_PHASE_S (10), NEIGHBOUR_RATE (150 req/s in all),
+//   FLOOD_LIMIT (600 a minute: the free plan's)
+import { spawn } from 'node:child_process'
+import os from 'node:os'
+import { buildApp } from '../app.js'
+import { benchDatabase, machine, randomEmail } from './support.js'
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const PHASE_S = Number(process.env.BENCH_PHASE_S ?? 10)
+const NEIGHBOUR_RATE = Number(process.env.NEIGHBOUR_RATE ?? 150)
+const FLOOD_LIMIT = Number(process.env.FLOOD_LIMIT ?? 600)
+const FLOOD_RATE = Math.round(FLOOD_LIMIT / 60 * 10)
+const NEIGHBOURS = 3
+
+const db = await benchDatabase()
+// Every request comes from 127.0.0.1: the per-IP limit would stop the load before the tenant limits do.
+const app = await buildApp(db.config({ RATE_LIMIT_MAX: 1_000_000_000 }))
+await app.listen({ port: 0, host: '127.0.0.1' })
+const address = app.server.address()
+const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/api/v1/tenant`
+
+await app.accounts.ensureOperator('bench-operator@example.test', 'bench password')
+const operator = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: 'bench-operator@example.test', password: 'bench password' } })).json() as { accessToken: string }
+async function tenantWithLimit (perMinute: number) {
+  const signup = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Bench' } })
+  const t = signup.json() as { accessToken: string, tenant: { id: string } }
+  const res = await app.inject({
+    method: 'PUT',
+    url: `/api/v1/operator/tenants/${t.tenant.id}/contract`,
+    headers: { authorization: `Bearer ${operator.accessToken}` },
+    payload: { features: { api_requests_per_minute: perMinute }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() }
+  })
+  if (res.statusCode !== 200) throw new Error(res.body)
+  return t.accessToken
+}
+const neighbours = await Promise.all(Array.from({ length: NEIGHBOURS }, () => tenantWithLimit(1_000_000_000)))
+const flooder = await tenantWithLimit(FLOOD_LIMIT)
+
+// The child runs one autocannon instance per stream at once and prints each one's figures.
+const LOAD = `
+const autocannon = require('autocannon')
+const streams = JSON.parse(process.argv[1])
+Promise.all(streams.map(s => new Promise((resolve, reject) => autocannon({
+  url: s.url, connections: s.connections, duration: s.seconds, overallRate: s.rate,
+  headers: { authorization: 'Bearer ' + s.token }
+}, (err, r) => err ? reject(err) : resolve({ name: s.name, sent: r.requests.total, ok: r['2xx'], s429: r.statusCodeStats['429']?.count ?? 0, other: r.non2xx - (r.statusCodeStats['429']?.count ?? 0) + r.errors + r.timeouts, p50: r.latency.p50, p99: r.latency.p99 })))))
+  .then(out => process.stdout.write(JSON.stringify(out)))
+`
+interface Stream { name: string, token: string, rate: number, connections: number }
+interface StreamResult { name: string, sent: number, ok: number, s429: number, other: number, p50: number, p99: number }
+
+function load (streams: Stream[], seconds: number): Promise<StreamResult[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', LOAD, JSON.stringify(streams.map(s => ({ ...s, url, seconds })))], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    child.once('error', reject)
+    child.once('exit', (code) => code === 0 ? resolve(JSON.parse(out) as StreamResult[]) : reject(new Error(`load generator exited with ${code}`)))
+  })
+}
+
+// One autocannon stream per neighbour, so the neighbours' latency is never mixed with the flooder's.
+const quiet: Stream[] = neighbours.map((token, i) => ({ name: `neighbour ${i + 1}`, token, rate: Math.round(NEIGHBOUR_RATE / NEIGHBOURS), connections: 10 }))
+const flood: Stream[] = [...quiet, { name: 'flooder', token: flooder, rate: FLOOD_RATE, connections: 20 }]
+// The neighbours' p99 is that of their worst stream: a slowdown of one of them counts.
+const p99 = (rs: StreamResult[]) => Math.max(...rs.filter(r => r.name !== 'flooder').map(r => r.p99))
+const p50 = (rs: StreamResult[]) => Math.max(...rs.filter(r => r.name !== 'flooder').map(r => r.p50))
+
+// The warm-up floods too: it spends the flooder's budget for the current window, so that the
+// measured floods are mostly refusals, as a sustained flood is (nine in ten).
+console.error('warm-up: 8 s of the flood load')
+await load(flood, 8)
+const rounds: Array<{ quiet: StreamResult[], flood: StreamResult[] }> = []
+for (let i = 0; i < ROUNDS; i++) {
+  const q = await load(quiet, PHASE_S)
+  const f = await load(flood, PHASE_S)
+  rounds.push({ quiet: q, flood: f })
+  console.error(`round ${i + 1}: neighbours' p99 ${p99(q)} ms quiet, ${p99(f)} ms in the flood (${(p99(f) / p99(q)).toFixed(2)}×)`)
+}
+
+const ratios = rounds.map(r => p99(r.flood) / p99(r.quiet)).sort((a, b) => a - b)
+const median = ratios[Math.floor(ratios.length / 2)]!
+const sum = (rs: StreamResult[], pick: (r: StreamResult) => number) => rs.reduce((n, r) => n + pick(r), 0)
+const neighbourResults = rounds.flatMap(r => [...r.quiet, ...r.flood.filter(s => s.name !== 'flooder')])
+const flooderResults = rounds.map(r => r.flood.find(s => s.name === 'flooder')!)
+
+console.log(`machine: ${machine()}; load average at the end ${os.loadavg().map(l => l.toFixed(1)).join(' / ')}`)
+console.log(`${ROUNDS} rounds of ${PHASE_S} s quiet then ${PHASE_S} s flood; neighbours ${NEIGHBOURS} tenants at ${NEIGHBOUR_RATE} req/s in all; flooder limited to ${FLOOD_LIMIT}/min, sending ${FLOOD_RATE} req/s (10×); pool ${app.config.DB_MAX_CONNECTIONS}`)
+console.log('| measure | value |\n|---|---|')
+console.log(`| neighbours' p99, quiet → flood, per round | ${rounds.map(r => `${p99(r.quiet)} → ${p99(r.flood)} ms`).join(', ')} |`)
+console.log(`| neighbours' p50, quiet → flood, per round | ${rounds.map(r => `${p50(r.quiet)} → ${p50(r.flood)} ms`).join(', ')} |`)
+console.log(`| p99 ratio flood / quiet (median of ${ROUNDS}; target < 1.20) | ${median.toFixed(2)} ${median < 1.2 ? '(met)' : '(MISSED)'} |`)
+console.log(`| neighbours: requests, 2xx, 429, other failures | ${sum(neighbourResults, r => r.sent)}, ${sum(neighbourResults, r => r.ok)}, ${sum(neighbourResults, r => r.s429)}, ${sum(neighbourResults, r => r.other)} |`)
+console.log(`| flooder: requests, 2xx, 429, other failures | ${sum(flooderResults, r => r.sent)}, ${sum(flooderResults, r => r.ok)}, ${sum(flooderResults, r => r.s429)}, ${sum(flooderResults, r => r.other)} |`)
+const neighbour429 = sum(neighbourResults, r => r.s429)
+const served = sum(flooderResults, r => r.ok)
+const elapsedMin = ROUNDS * PHASE_S * 2 / 60
+await app.close()
+await db.stop()
+// The counts are correctness, not timing: they fail the run.
+if (neighbour429 > 0) throw new Error(`the neighbours got ${neighbour429} × 429`)
+if (served > FLOOD_LIMIT * (Math.ceil(elapsedMin) + 1)) throw new Error(`the flooder was served ${served} requests, over its limit`)

@@ -1,0 +1,96 @@
+// Issue 11, item 7: one tenant floods at 10× its limit; the others do not notice. Counts only:
+// what the flood does to the neighbours' latency is measured by the bench, not asserted here.
+import assert from 'node:assert/strict'
+import { test, type TestContext } from 'node:test'
+import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
+import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
+import { setContract } from './support/faults.js'
+import { startTestRedis } from './support/redis.js'
+
+const db = await createTestDatabase()
+
+type App = Awaited<ReturnType<typeof buildTestApp>>
+type Response = Awaited<ReturnType<App['inject']>>
+
+const LIMIT = 30 // the flooder's api_requests_per_minute
+const FLOOD = LIMIT * 10
+const NEIGHBOUR_REQUESTS = 100
+// Every tenant GET counts against api_requests_per_minute.
+const ROUTES = ['/api/v1/tenant', '/api/v1/tenant/members', '/api/v1/entitlements', '/api/v1/recordings']
+
+/**
+ * In waves (all of a wave at once, every tenant in every wave), the flooder sends FLOOD
+ * requests and each neighbour NEIGHBOUR_REQUESTS, spread over `apps` round robin.
+ */
+async function flood (apps: App[], flooder: Actor, neighbours: Actor[]) {
+  const WAVES = 10
+  const results = new Map<Actor, Response[]>([[flooder, []], ...neighbours.map(n => [n, []] as [Actor, Response[]])])
+  let k = 0
+  const send = (actor: Actor) => {
+    const i = k++
+    return apps[i % apps.length]!.inject({ url: ROUTES[Math.floor(i / apps.length) % ROUTES.length]!, headers: bearer(actor) })
+      .then(r => { results.get(actor)!.push(r) })
+  }
+  for (let w = 0; w < WAVES; w++) {
+    const wave: Array<Promise<void>> = []
+    for (let i = 0; i < FLOOD / WAVES; i++) wave.push(send(flooder))
+    for (const n of neighbours) for (let i = 0; i < NEIGHBOUR_REQUESTS / WAVES; i++) wave.push(send(n))
+    await Promise.all(wave)
+  }
+  return results
+}
+
+const count = (responses: Response[], pred: (r: Response) => boolean) => responses.filter(pred).length
+
+function assertIsolation (results: Map<Actor, Response[]>, flooder: Actor, neighbours: Actor[]) {
+  const flood = results.get(flooder)!
+  const summary = [...results.values()].map(rs => `${count(rs, r => r.statusCode === 200)}/${count(rs, r => r.statusCode === 429)}/${count(rs, r => r.statusCode >= 500)}`)
+  console.log(`# 200/429/5xx: flooder ${summary[0]}, neighbours ${summary.slice(1).join(', ')}`)
+
+  assert.equal(flood.length, FLOOD)
+  assert.equal(count(flood, r => r.statusCode === 200), LIMIT, 'the flooder gets exactly its limit')
+  assert.equal(count(flood, r => r.statusCode === 429), FLOOD - LIMIT, 'and 429 for the rest')
+  for (const r of flood.filter(r => r.statusCode === 429)) {
+    assert.match(String(r.headers['content-type']), /^application\/problem\+json/)
+    assert.equal(r.json().code, 'RATE_LIMITED')
+    assert.match(String(r.headers['ratelimit-policy']), new RegExp(`"tenant";q=${LIMIT};w=60`), 'limited by its tenant budget, not by the IP')
+    assert.ok(Number(r.headers['retry-after']) > 0)
+  }
+  for (const n of neighbours) {
+    const mine = results.get(n)!
+    assert.equal(mine.length, NEIGHBOUR_REQUESTS)
+    assert.equal(count(mine, r => r.statusCode === 429), 0, 'a neighbour gets no 429')
+    assert.equal(count(mine, r => r.statusCode >= 500), 0, 'a neighbour gets no 5xx')
+    assert.equal(count(mine, r => r.statusCode === 200), NEIGHBOUR_REQUESTS)
+  }
+}
+
+async function tenants (app: App) {
+  const operator = await loginOperator(app)
+  const flooder = await signupTenant(app)
+  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: LIMIT })
+  const neighbours = [await signupTenant(app), await signupTenant(app)]
+  // One neighbour on the free plan's own budget (600/min), one with a contract of its own.
+  await setContract(app, operator, neighbours[1]!.tenant!.id, { api_requests_per_minute: 150 })
+  return { flooder, neighbours }
+}
+
+// Every request comes from 127.0.0.1 here, so the per-IP limit is lifted: the tenant limit is under test.
+const base = { RATE_LIMIT_MAX: 1_000_000, DB_MAX_CONNECTIONS: 10 }
+
+test('one process: a tenant flooding at 10× its limit gets exactly its limit, then 429; two neighbours get no 429 and no 5xx', async () => {
+  const app = await buildTestApp(testConfig(db, base))
+  const { flooder, neighbours } = await tenants(app)
+  assertIsolation(await flood([app], flooder, neighbours), flooder, neighbours)
+})
+
+test('two replicas sharing Redis: the flood is counted across them and still stops at the flooder', async (t: TestContext) => {
+  const redis = await startTestRedis(t)
+  if (!redis) return
+  // Exact counts, not timeouts, are under test: a long command timeout keeps a busy machine from failing open.
+  const config = testConfig(db, { ...base, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: 2000 })
+  const apps = [await buildTestApp(config), await buildTestApp(config)]
+  const { flooder, neighbours } = await tenants(apps[0]!)
+  assertIsolation(await flood(apps, flooder, neighbours), flooder, neighbours)
+  for (const app of apps) assert.equal(app.limiterHealth.failOpens, 0, 'every decision was taken by Redis')
+})
