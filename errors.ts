@@ -77,6 +77,14 @@ export function isDatabaseUnavailable (err: unknown): boolean {
       .test(err.message)
 }
 
+// A new connection was refused: the server is not listening or not accepting yet (a restart,
+// a failover). Unlike one killed backend or a saturated pool, it says the database is down.
+const REFUSED = new Set(['ECONNREFUSED', '57P03', 'ENOTFOUND', 'EHOSTUNREACH'])
+export function isConnectionRefused (err: unknown): boolean {
+  const code = err instanceof Error ? (err as { code?: unknown }).code : undefined
+  return typeof code === 'string' && REFUSED.has(code)
+}
+
 /**
  * pg's client-side query_timeout fired: no answer came in time. The statement may still be
  * running or its bytes still in flight, so the connection is unusable and must be destroyed.

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { databaseUrls } from '../config.js'
+import { isConnectionRefused } from '../errors.js'
 import { loadMigrations } from '../db/migrate.js'
 import { createBootEnvelope, type BootEnvelope } from '../services/boot-envelope.js'
 import { databaseChecks } from '../services/database-checks.js'
@@ -32,6 +33,14 @@ export default fp(async (fastify) => {
   fastify.addHook('onReady', async () => {
     envelope.refresh().catch(() => {})
     envelope.start(config.READINESS_CHECK_INTERVAL_MS)
+  })
+
+  // A request refused a connection is news readiness should not wait a round for: under
+  // load the checks queue for the pool behind the requests, and a short outage (a restart)
+  // can pass between two rounds while every request fails. One killed backend or a full
+  // pool does not count: they say nothing about whether the database is up.
+  fastify.addHook('onError', async (_request, _reply, error) => {
+    if (isConnectionRefused(error)) envelope.fail('database', error)
   })
 
   // Once close has begun, readiness reports draining and every response closes its

@@ -83,7 +83,8 @@ async function httpOk (url: string) {
   return res.ok
 }
 
-async function canConnect (url: string, timeoutMs = 2000) {
+/** A new connection to `url` opens and answers `SELECT 1` within `timeoutMs`. */
+export async function canConnect (url: string, timeoutMs = 2000) {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs })
   client.on('error', () => {})
   try {

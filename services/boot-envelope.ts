@@ -17,6 +17,11 @@ export interface BootEnvelope {
   ready(): boolean
   addCheck(check: Check): void
   refresh(): Promise<void>
+  /**
+   * Evidence from outside a round (a request that could not connect): the check reads failed
+   * at once, and a round starts. Ready again takes a whole round that passes.
+   */
+  fail(name: string, err: unknown): void
   start(intervalMs: number): void
   stop(): void
   drain(): void
@@ -48,13 +53,23 @@ export function createBootEnvelope (log: Logger): BootEnvelope {
   let timer: NodeJS.Timeout | undefined
   let lastFailed = ''
 
+  /** Publishes a critical check's failure now, without waiting for the rest of its round. */
+  function publishFailure (check: Check, failure: CheckResult) {
+    if (check.critical) results = [...results.filter(r => r.name !== check.name), failure]
+  }
+
   async function runAll () {
     const next: CheckResult[] = []
     for (const check of checks) {
       try {
         next.push({ name: check.name, ok: true, detail: await check.run() })
       } catch (err) {
-        next.push({ name: check.name, ok: false, detail: describeFailure(err) })
+        const failure = { name: check.name, ok: false, detail: describeFailure(err) }
+        next.push(failure)
+        // A failure is reported at once, not at the end of the round: under load each check
+        // waits for a pool connection, a round can outlast a short outage, and readiness
+        // would meanwhile keep answering the last round's "ready".
+        publishFailure(check, failure)
       }
     }
     results = next
@@ -76,6 +91,12 @@ export function createBootEnvelope (log: Logger): BootEnvelope {
       return !draining && results.length > 0 && results.every(r => r.ok || !checks.find(c => c.name === r.name)?.critical)
     },
     addCheck (check) { checks.push(check) },
+    fail (name, err) {
+      const check = checks.find(c => c.name === name)
+      if (!check || draining) return
+      publishFailure(check, { name, ok: false, detail: describeFailure(err) })
+      envelope.refresh().catch(() => {})
+    },
     refresh () {
       running ??= runAll().finally(() => { running = undefined })
       return running

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
-import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { bearer, signupTenant } from './support/actors.js'
 import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
 
 const db = await createTestDatabase()
@@ -84,4 +85,35 @@ test('an unsafe runtime role keeps the instance unready', async () => {
   const sup = (await asSuper.inject('/api/v1/health')).json()
   assert.equal(sup.status, 'unavailable')
   assert.match(sup.checks.find((c: { name: string }) => c.name === 'runtime-role').detail, /is superuser/)
+})
+
+test('a request refused a connection turns readiness 503 at once, without waiting for a round; one killed backend does not', async () => {
+  const target = new URL(db.runtimeUrl)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  after(() => proxy.close())
+  const app = await buildTestApp(testConfig(db, {
+    DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
+    // No round runs during the test: whatever turns readiness comes from the request path.
+    READINESS_CHECK_INTERVAL_MS: 600_000,
+    DB_CONNECTION_TIMEOUT: 500
+  }))
+  const actor = await signupTenant(app)
+  assert.equal((await app.inject('/api/v1/health')).statusCode, 200)
+
+  // One backend killed under an idle connection: a request may fail on it, Postgres is up.
+  const admin = await adminClient(db)
+  after(() => admin.end())
+  const { rowCount } = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'govula-core:%'")
+  assert.ok(rowCount! >= 1)
+  await app.inject({ url: '/api/v1/tenant', headers: bearer(actor) })
+  assert.equal((await app.inject('/api/v1/health')).statusCode, 200, 'a killed connection says nothing about the database')
+
+  // The proxy stops listening: a new connection is refused (ECONNREFUSED), as during a restart.
+  await proxy.close()
+  await waitFor(() => app.pg.pool.totalCount === 0, { what: 'the cut connections to leave the pool' })
+  const res = await app.inject({ url: '/api/v1/tenant', headers: bearer(actor) })
+  assert.equal(res.statusCode, 503)
+  const ready = await app.inject('/api/v1/health')
+  assert.equal(ready.statusCode, 503)
+  assert.equal(ready.json().checks.find((c: { name: string }) => c.name === 'database').ok, false)
 })

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import net from 'node:net'
@@ -7,33 +6,14 @@ import path from 'node:path'
 import { after, test } from 'node:test'
 import { waitFor } from './helper.js'
 import { freePort, tempDir } from './support/harness.js'
+import { spawnServer } from './support/server-process.js'
 
 // The process as `npm start` runs it: no DATABASE_URL, so an embedded PostgreSQL under DATA_DIR.
 const dataDir = await tempDir('govula-server-')
 after(() => rm(dataDir, { recursive: true, force: true }))
 const pgPort = await freePort()
 
-function startServer () {
-  return freePort().then(port => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
-      env: { PATH: process.env.PATH, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    after(() => { child.kill('SIGKILL') })
-    const lines: Array<Record<string, unknown>> = []
-    let stderr = ''
-    let buffer = ''
-    child.stdout.on('data', (d: Buffer) => {
-      buffer += d.toString()
-      const parts = buffer.split('\n')
-      buffer = parts.pop()!
-      for (const p of parts) if (p.trim()) lines.push(JSON.parse(p) as Record<string, unknown>)
-    })
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-    const exited = new Promise<number | null>(resolve => child.on('exit', resolve))
-    return { child, port, lines, stderr: () => stderr, exited }
-  })
-}
+const startServer = () => spawnServer({ NODE_ENV: 'production', HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort) })
 
 const portOpen = (port: number) => new Promise<boolean>(resolve => {
   const s = net.connect(port, '127.0.0.1')
@@ -51,7 +31,7 @@ async function bootAndStop (label: string) {
   assert.equal((await fetch(`http://127.0.0.1:${server.port}/health`)).status, 200)
 
   server.child.kill('SIGTERM')
-  assert.equal(await server.exited, 0, server.stderr())
+  assert.equal((await server.exited).code, 0, server.stderr())
   const closed = server.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
   assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db', 'embedded-postgres'], 'the embedded server stops after the pool ends')
   assert.equal(await portOpen(pgPort), false, 'embedded postgres is no longer listening')
