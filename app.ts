@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { problem } from './errors.js'
+import { refuseNonFiniteNumbers } from './routes/schemas.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import db from './plugins/db.js'
@@ -84,13 +85,15 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
     return503OnClosing: false,
     // Errors raised before routing (a malformed URL) get the same problem+json shape.
     frameworkErrors: (error, request, reply) => {
-      // Typed for a generic route; this reply belongs to none, so widen it.
-      (reply as FastifyReply).code(400).type('application/problem+json').send(problem('BAD_REQUEST', error.message, request.id))
+      // Typed for a generic route; this reply belongs to none, so widen it. No onRequest hook
+      // runs before a framework error, so the request id header is set here.
+      (reply as FastifyReply).code(400).header('x-request-id', request.id).type('application/problem+json').send(problem('BAD_REQUEST', error.message, request.id))
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  app.addHook('onRoute', refuseNonFiniteNumbers)
 
   await app.register(configPlugin, { config })
   await app.register(errorHandler)

@@ -1,6 +1,25 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
+import { errorCatalog } from '../errors.js'
+
+// The shape of every error (errors.ts, docs/errors.md), for the document only: route schemas
+// leave error bodies alone, so the error handler's output is never filtered by a serializer.
+const problemSchema = {
+  type: 'object',
+  required: ['type', 'title', 'status', 'code', 'detail', 'requestId'],
+  properties: {
+    type: { type: 'string', description: 'urn:govula:error:<code>' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    code: { type: 'string', enum: Object.keys(errorCatalog) },
+    detail: { type: 'string' },
+    requestId: { type: 'string', description: 'equals the X-Request-Id header' },
+    errors: { type: 'array', description: 'only with VALIDATION_FAILED', items: { type: 'object', required: ['field', 'message'], properties: { field: { type: 'string' }, message: { type: 'string' } } } }
+  }
+}
+const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
+const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options']
 
 /**
  * The OpenAPI 3 document, generated from the route schemas (registered before the routes, as
@@ -13,6 +32,21 @@ export default fp(async (fastify) => {
       info: { title: 'Govula core', version: '1.0.0', description: 'The REST contract of API.md. Errors are RFC 9457 problem+json.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]
+    },
+    // Every operation can answer an error (validation, auth, limits, an unavailable database).
+    transformObject (document) {
+      // Typed loosely: the document's own types do not admit a plain JSON Schema literal.
+      // This service declares `openapi` above, so the document is never a Swagger 2 one.
+      const doc = ('openapiObject' in document ? document.openapiObject : document.swaggerObject) as { paths?: Record<string, Record<string, { responses?: Record<string, unknown> }>>, components?: { schemas?: Record<string, unknown> } }
+      doc.components = { ...doc.components, schemas: { ...doc.components?.schemas, Problem: problemSchema } }
+      for (const item of Object.values(doc.paths ?? {})) {
+        for (const method of METHODS) {
+          const op = item[method]
+          if (!op) continue
+          op.responses = { ...op.responses, '4XX': problemResponse('A client error, as problem+json'), '5XX': problemResponse('A server error, as problem+json (503 with Retry-After when the database is unavailable)') }
+        }
+      }
+      return doc as typeof document extends { openapiObject: infer D } ? D : never
     }
   })
   // The documentation is public; its routes are declared by the UI plugin, so mark them here.

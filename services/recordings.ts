@@ -32,12 +32,16 @@ export interface BatchLimits {
 }
 
 /** One event the schema let through but the batch limits refuse; `field` is the event's key. */
-export interface BatchProblem { index: number, field: 'payload' | 'occurredAt', message: string }
+export interface BatchProblem { index: number, field: 'id' | 'type' | 'payload' | 'occurredAt', message: string }
 
 export type PreparedBatch = { ok: true, count: number, document: string } | { ok: false, problems: BatchProblem[] }
 
 const DAY_MS = 86_400_000
 const MAX_PROBLEMS = 20
+// What json/jsonb and text refuse: NUL, and a lone UTF-16 surrogate, which JSON.stringify
+// writes as a \udXXX escape. In JSON text an escape counts only after an even run of backslashes.
+const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i
+const UNSTORABLE = 'holds \\u0000 or a lone surrogate, which Postgres cannot store'
 
 /**
  * Checks what a JSON schema cannot (a payload's size as JSON, a timestamp Postgres will
@@ -50,7 +54,12 @@ export function prepareBatch (events: readonly RecordingEventInput[], limits: Ba
   const rows: string[] = []
   for (let i = 0; i < events.length && problems.length < MAX_PROBLEMS; i++) {
     const e = events[i]!
+    // The schema's uuid format also takes the urn:uuid: form, which Postgres's uuid type does not.
+    if (!isUuid(e.id)) problems.push({ index: i, field: 'id', message: 'must be a UUID of the form 8-4-4-4-12 hex digits' })
+    const type = JSON.stringify(e.type)
+    if (UNSTORABLE_JSON.test(type)) problems.push({ index: i, field: 'type', message: UNSTORABLE })
     const payload = JSON.stringify(e.payload)
+    if (UNSTORABLE_JSON.test(payload)) problems.push({ index: i, field: 'payload', message: UNSTORABLE })
     // UTF-8 takes at least one byte per UTF-16 unit and at most three: most payloads are
     // decided without counting bytes.
     const bytes = payload.length * 3 <= maxPayloadBytes ? 0 : Buffer.byteLength(payload)
@@ -61,7 +70,7 @@ export function prepareBatch (events: readonly RecordingEventInput[], limits: Ba
       continue
     }
     // toISOString keeps milliseconds: the stored precision (0005_recordings.sql says why).
-    rows.push(`{"id":${JSON.stringify(e.id)},"recording_id":${JSON.stringify(e.recordingId)},"type":${JSON.stringify(e.type)},"occurred_at":"${new Date(at).toISOString()}","payload":${payload}}`)
+    rows.push(`{"id":${JSON.stringify(e.id)},"recording_id":${JSON.stringify(e.recordingId)},"type":${type},"occurred_at":"${new Date(at).toISOString()}","payload":${payload}}`)
   }
   if (problems.length) return { ok: false, problems }
   return { ok: true, count: events.length, document: `[${rows.join(',')}]` }

@@ -13,6 +13,18 @@ export interface Contract { tenantId: string, features: Record<string, unknown>,
 
 const TENANT_COLUMNS = 'id, name, slug, plan, lifecycle'
 
+const invalid = (field: string, message: string) => new AppError('VALIDATION_FAILED', `${field} ${message}`, { errors: [{ field, message }] })
+
+// The schema's date-time also takes years 0000–1969 and offsets up to ±23:59; Postgres refuses
+// year 0 and offsets beyond ±15:59 (a 500). A contract's dates are instants: sent to Postgres
+// in UTC, in range.
+const LATEST = Date.UTC(9999, 11, 31, 23, 59, 59, 999)
+function contractTime (value: string, name: string): string {
+  const at = Date.parse(value)
+  if (!(at >= 0 && at <= LATEST)) throw invalid(`body.${name}`, 'must be a time between 1970 and 9999')
+  return new Date(at).toISOString()
+}
+
 /**
  * What operators change about tenants: plan, contract, lifecycle. Each change is one
  * transaction that also writes tenant_operation_log and operator_audit_events and sends the
@@ -72,7 +84,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
   return {
     /** Every tenant, by id, keyset-paginated. */
     async list (cursor: string | undefined, limit: number) {
-      if (cursor !== undefined && !isUuid(cursor)) throw new AppError('VALIDATION_FAILED', 'cursor is not valid')
+      if (cursor !== undefined && !isUuid(cursor)) throw invalid('querystring.cursor', 'is not a cursor this service issued')
       const { rows } = await db.withOperator(async (client) => {
         return client.query<TenantRow>(
           `SELECT ${TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2`, [cursor ?? null, limit + 1])
@@ -89,14 +101,16 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
     },
 
     putContract (operator: AuthContext, tenantId: string, input: { features: Record<string, unknown>, startsAt: string, endsAt: string }) {
-      if (!(Date.parse(input.endsAt) > Date.parse(input.startsAt))) throw new AppError('VALIDATION_FAILED', 'endsAt must be after startsAt')
+      const startsAt = contractTime(input.startsAt, 'startsAt')
+      const endsAt = contractTime(input.endsAt, 'endsAt')
+      if (!(Date.parse(endsAt) > Date.parse(startsAt))) throw invalid('body.endsAt', 'must be after startsAt')
       return change(operatorActor(operator), tenantId, 'contract.changed', async (client) => {
         const { rows: [previous] } = await client.query('SELECT features, starts_at, ends_at FROM tenant_contracts WHERE tenant_id = $1', [tenantId])
         const { rows: [contract] } = await client.query<Contract>(
           `INSERT INTO tenant_contracts (tenant_id, features, starts_at, ends_at) VALUES ($1, $2, $3, $4)
            ON CONFLICT (tenant_id) DO UPDATE SET features = excluded.features, starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
            RETURNING tenant_id AS "tenantId", features, starts_at AS "startsAt", ends_at AS "endsAt"`,
-          [tenantId, JSON.stringify(input.features), input.startsAt, input.endsAt])
+          [tenantId, JSON.stringify(input.features), startsAt, endsAt])
         return { result: contract!, action: 'tenant.contract_set', data: { before: previous ?? null, after: input } }
       })
     },

@@ -1,12 +1,11 @@
 // Issue 11, items 1 and 3: the pool's connections killed under load, and a slow Postgres.
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import type net from 'node:net'
 import { after, test } from 'node:test'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
 import { startFaultProxy } from './support/fault-proxy.js'
-import { isClean503, setContract, tally, type Outcome } from './support/faults.js'
+import { call, isClean503, listen, openLoop, setContract, tally, type Outcome } from './support/faults.js'
 import { viaPort } from './support/tcp-proxy.js'
 
 const db = await createTestDatabase()
@@ -23,24 +22,6 @@ async function recordingTenant (app: App, operator: Actor) {
   return t
 }
 
-async function call (base: string, kind: string, init: RequestInit & { url: string }): Promise<Outcome> {
-  const sentAt = Date.now()
-  try {
-    const res = await fetch(base + init.url, { ...init, signal: AbortSignal.timeout(15_000) })
-    const text = await res.text()
-    let code: string | undefined
-    try { code = (JSON.parse(text) as { code?: string }).code } catch {}
-    return { kind, sentAt, doneAt: Date.now(), status: res.status, contentType: res.headers.get('content-type') ?? '', code, retryAfter: res.headers.get('retry-after') ?? undefined }
-  } catch (err) {
-    return { kind, sentAt, doneAt: Date.now(), status: 0, contentType: '', error: (err as Error).name }
-  }
-}
-
-async function listen (app: App) {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  return `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}`
-}
-
 test('all pool connections killed three times under 200 req/s: no crash, only clean 503s and only within 2 s of a kill, no acknowledged write lost', { timeout: 30_000 }, async () => {
   const logs = captureLogs()
   const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 10, RATE_LIMIT_MAX: 1_000_000, LOG_LEVEL: 'warn' }), { logs })
@@ -50,45 +31,27 @@ test('all pool connections killed three times under 200 req/s: no crash, only cl
   const auth = { ...bearer(tenant), 'content-type': 'application/json' }
 
   const RATE = 200 // requests per second
-  const TICK_MS = 50 // a tick fires RATE / 20 requests without waiting for earlier ones
   const DURATION_MS = 5500
   // Kills 2.2 s apart, so "every 5xx within 2 s of the latest kill" can fail.
   const KILL_AT_MS = [500, 2700, 4900]
 
   const batches = new Map<number, { events: Array<{ id: string }>, outcome?: Outcome }>()
-  const pending: Array<Promise<Outcome>> = []
   const kills: number[] = []
   const killed: Array<Promise<number>> = []
-  let n = 0
   const started = Date.now()
-  // The ticks pace the load (an open-loop generator); nothing waits on them for synchronisation.
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      const elapsed = Date.now() - started
-      if (elapsed >= DURATION_MS) {
-        clearInterval(timer)
-        resolve()
-        return
-      }
-      while (kills.length < KILL_AT_MS.length && elapsed >= KILL_AT_MS[kills.length]!) {
-        kills.push(Date.now())
-        killed.push(admin.query(KILL_POOL).then(r => r.rowCount ?? 0))
-      }
-      for (let i = 0; i < RATE * TICK_MS / 1000; i++) {
-        const k = n++
-        if (k % 2 === 0) {
-          pending.push(call(base, 'tenant', { url: '/api/v1/tenant', headers: bearer(tenant) }))
-        } else {
-          const events = Array.from({ length: 1 + (k % 3) }, () => ({ id: randomUUID(), recordingId: `rec-${k % 7}`, type: 'click', occurredAt: new Date().toISOString(), payload: { k } }))
-          const batch: { events: typeof events, outcome?: Outcome } = { events }
-          batches.set(k, batch)
-          pending.push(call(base, 'events', { url: '/api/v1/recordings/events', method: 'POST', headers: auth, body: JSON.stringify({ events }) })
-            .then(o => { batch.outcome = o; return o }))
-        }
-      }
-    }, TICK_MS)
+  const outcomes = await openLoop({
+    rate: RATE,
+    durationMs: DURATION_MS,
+    steps: KILL_AT_MS.map(atMs => ({ atMs, run: () => { kills.push(Date.now()); killed.push(admin.query(KILL_POOL).then(r => r.rowCount ?? 0)) } })),
+    send (k) {
+      if (k % 2 === 0) return call(base, 'tenant', { url: '/api/v1/tenant', headers: bearer(tenant) })
+      const events = Array.from({ length: 1 + (k % 3) }, () => ({ id: randomUUID(), recordingId: `rec-${k % 7}`, type: 'click', occurredAt: new Date().toISOString(), payload: { k } }))
+      const batch: { events: typeof events, outcome?: Outcome } = { events }
+      batches.set(k, batch)
+      return call(base, 'events', { url: '/api/v1/recordings/events', method: 'POST', headers: auth, body: JSON.stringify({ events }) })
+        .then(o => { batch.outcome = o; return o })
+    }
   })
-  const outcomes = await Promise.all(pending)
   const ok = outcomes.filter(o => o.status >= 200 && o.status < 300)
   const failed = outcomes.filter(o => !(o.status >= 200 && o.status < 300))
   const bursts = kills.map((k, i) => {

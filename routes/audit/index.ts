@@ -6,7 +6,7 @@ import { headsFrom, listEvents, TENANT_CHAINS, verifyChain, type ChainVerificati
 import {
   CheckpointError, createCheckpoints, resolveAuditSigner, storedCheckpoints, trustedHeads, type AuditSigner
 } from '../../services/audit-checkpoints.js'
-import { strict } from '../schemas.js'
+import { NoNul, PageLimit, strict } from '../schemas.js'
 
 // Schemas shared with routes/operator/audit.ts.
 const Hash = Type.String({ pattern: '^[0-9a-f]{64}$' })
@@ -27,8 +27,8 @@ export const AuditEvent = Type.Object({
 export const EventsPage = Type.Object({ events: Type.Array(AuditEvent), nextCursor: Type.Union([Type.String(), Type.Null()]) })
 export const EventsQuery = Type.Object({
   cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,15}$', description: 'nextCursor of the previous page' })),
-  limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),
-  action: Type.Optional(Type.String({ minLength: 1, maxLength: 200 }))
+  limit: PageLimit(200, 50),
+  action: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: NoNul }))
 }, strict)
 const TenantChain = Type.Union(TENANT_CHAINS.map(c => Type.Literal(c)))
 export const Verification = Type.Object({

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { DateTime, strict } from '../schemas.js'
+import { DateTime, NoNul, PageLimit, strict } from '../schemas.js'
 
 const Run = Type.Object({
   id: Type.String(),
@@ -21,7 +21,7 @@ const operatorJobs: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: 'operator' },
     schema: {
       tags: ['operator'],
-      querystring: Type.Object({ job: Type.Optional(Type.String({ maxLength: 64 })), limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 }) }, strict),
+      querystring: Type.Object({ job: Type.Optional(Type.String({ maxLength: 64, pattern: NoNul })), limit: PageLimit(500, 100) }, strict),
       response: { 200: Type.Object({ runs: Type.Array(Run) }) }
     }
   }, async (request) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { createTenantAdmin } from '../../services/tenant-admin.js'
 import { Lifecycle } from '../entitlements/index.js'
-import { DateTime, NoContent, strict, Uuid } from '../schemas.js'
+import { DateTime, NoContent, PageLimit, strict, Uuid } from '../schemas.js'
 
 const Plan = Type.Union([Type.Literal('free'), Type.Literal('pro'), Type.Literal('enterprise')])
 const Tenant = Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Lifecycle })
@@ -37,7 +37,7 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
     config: operator,
     schema: {
       tags: ['operator'],
-      querystring: Type.Object({ cursor: Type.Optional(Type.String({ maxLength: 64 })), limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }) }, strict),
+      querystring: Type.Object({ cursor: Type.Optional(Type.String({ maxLength: 64 })), limit: PageLimit(200, 50) }, strict),
       response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: Type.Union([Type.String(), Type.Null()]) }) }
     }
   }, async (request) => admin.list(request.query.cursor, request.query.limit))

@@ -2,12 +2,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError } from '../../errors.js'
 import { createEventBudget, createRecordingService, InvalidCursorError, prepareBatch, type BudgetOutcome } from '../../services/recordings.js'
-import { DateTime, strict, Uuid } from '../schemas.js'
+import { DateTime, PageLimit, strict, Uuid } from '../schemas.js'
 
 // Client-chosen, and part of a URL path: the same rule as the column's CHECK.
 const RecordingId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$', description: '1-128 of A-Z a-z 0-9 . _ : -' })
 const Page = {
-  limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 }),
+  limit: PageLimit(500, 100),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'nextCursor of the previous page' }))
 }
 const NextCursor = Type.Union([Type.String(), Type.Null()])
