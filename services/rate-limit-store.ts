@@ -54,6 +54,11 @@ function createLocalWindows () {
  * cannot answer within its command timeout, general routes fail open (counted, logged once
  * per outage) and credential routes fall back to a strict per-process limit. It recovers by
  * itself with the client's reconnect.
+ *
+ * While Redis is down, one decision at a time asks it (the probe) and every other decision
+ * is taken at once without it: a Redis that hangs with its connections open would otherwise
+ * cost every request a command timeout per decision. The first probe that is answered ends
+ * the outage.
  */
 export function createResilientRedisStore ({ redis, log, health, prefix = 'govula:rl:' }: {
   redis: Redis
@@ -65,7 +70,11 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
   const local = createLocalWindows()
   const call = redis as unknown as { govulaRateLimit(key: string, windowMs: number, cb: (err: Error | null, r: [number, number]) => void): void }
 
+  let probing = false
+  let lastError = new Error('redis unavailable')
+
   function down (err: Error) {
+    lastError = err
     if (!health.redisUp) return
     health.redisUp = false
     health.outages++
@@ -82,7 +91,14 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
 
     incr (id: string, cb: Callback, timeWindow: number, max: number): void {
       const key = this.key + id
+      if (!health.redisUp && probing) {
+        this.degraded(key, cb, timeWindow, max, lastError)
+        return
+      }
+      const probe = !health.redisUp
+      if (probe) probing = true
       call.govulaRateLimit(key, timeWindow, (err, result) => {
+        if (probe) probing = false
         if (!err) {
           if (!health.redisUp) {
             health.redisUp = true
@@ -92,16 +108,21 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
           return
         }
         down(err)
-        if (this.strictFallbackMax !== undefined) {
-          health.fallbacks++
-          const { count, ttl } = local(key, timeWindow)
-          // Report "over the limit" once the strict local budget is spent.
-          cb(null, { current: count > this.strictFallbackMax ? max + 1 : count, ttl })
-          return
-        }
-        health.failOpens++
-        cb(err) // with skipOnError the plugin lets the request through
+        this.degraded(key, cb, timeWindow, max, err)
       })
+    }
+
+    /** A decision without Redis: the strict local limit on credential routes, else fail open. */
+    private degraded (key: string, cb: Callback, timeWindow: number, max: number, err: Error) {
+      if (this.strictFallbackMax !== undefined) {
+        health.fallbacks++
+        const { count, ttl } = local(key, timeWindow)
+        // Report "over the limit" once the strict local budget is spent.
+        cb(null, { current: count > this.strictFallbackMax ? max + 1 : count, ttl })
+        return
+      }
+      health.failOpens++
+      cb(err) // with skipOnError the plugin lets the request through
     }
 
     child (routeOptions: object) {
