@@ -78,11 +78,20 @@ const p50 = (rs: StreamResult[]) => Math.max(...rs.filter(r => r.name !== 'flood
 // measured floods are mostly refusals, as a sustained flood is (nine in ten).
 console.error('warm-up: 8 s of the flood load')
 await load(flood, 8)
-const rounds: Array<{ quiet: StreamResult[], flood: StreamResult[] }> = []
+// CPU time of this process (the service; the load runs in a child) per phase: what a refusal
+// costs shows as the flood phases' extra CPU over the flooder's requests, a figure that drifts
+// far less with the machine's neighbours than a p99 does. Postgres's share is not counted.
+const cpuS = async (phase: () => Promise<StreamResult[]>) => {
+  const before = process.cpuUsage()
+  const results = await phase()
+  const used = process.cpuUsage(before)
+  return { results, cpu: (used.user + used.system) / 1e6 }
+}
+const rounds: Array<{ quiet: StreamResult[], flood: StreamResult[], quietCpu: number, floodCpu: number }> = []
 for (let i = 0; i < ROUNDS; i++) {
-  const q = await load(quiet, PHASE_S)
-  const f = await load(flood, PHASE_S)
-  rounds.push({ quiet: q, flood: f })
+  const { results: q, cpu: quietCpu } = await cpuS(() => load(quiet, PHASE_S))
+  const { results: f, cpu: floodCpu } = await cpuS(() => load(flood, PHASE_S))
+  rounds.push({ quiet: q, flood: f, quietCpu, floodCpu })
   console.error(`round ${i + 1}: neighbours' p99 ${p99(q)} ms quiet, ${p99(f)} ms in the flood (${(p99(f) / p99(q)).toFixed(2)}×)`)
 }
 
@@ -100,6 +109,15 @@ console.log(`| neighbours' p50, quiet → flood, per round | ${rounds.map(r => `
 console.log(`| p99 ratio flood / quiet (median of ${ROUNDS}; target < 1.20) | ${median.toFixed(2)} ${median < 1.2 ? '(met)' : '(MISSED)'} |`)
 console.log(`| neighbours: requests, 2xx, 429, other failures | ${sum(neighbourResults, r => r.sent)}, ${sum(neighbourResults, r => r.ok)}, ${sum(neighbourResults, r => r.s429)}, ${sum(neighbourResults, r => r.other)} |`)
 console.log(`| flooder: requests, 2xx, 429, other failures | ${sum(flooderResults, r => r.sent)}, ${sum(flooderResults, r => r.ok)}, ${sum(flooderResults, r => r.s429)}, ${sum(flooderResults, r => r.other)} |`)
+// Per request: the quiet phases' CPU over their requests; a refusal: the flood phases' extra
+// CPU (over what their neighbour requests cost at the quiet rate) over the flooder's 429s.
+const quietCpu = rounds.reduce((n, r) => n + r.quietCpu, 0)
+const quietRequests = rounds.reduce((n, r) => n + sum(r.quiet, x => x.sent), 0)
+const perRequestUs = quietCpu / quietRequests * 1e6
+const extra = rounds.reduce((n, r) => n + r.floodCpu - sum(r.flood.filter(x => x.name !== 'flooder'), x => x.sent) * perRequestUs / 1e6, 0)
+const refusals = sum(flooderResults, r => r.s429)
+const perServedFlood = sum(flooderResults, r => r.ok) * perRequestUs / 1e6
+console.log(`| service CPU per neighbour request (quiet) / per refusal (flood, served ones at the same cost) | ${Math.round(perRequestUs)} / ${Math.round((extra - perServedFlood) / refusals * 1e6)} µs |`)
 const neighbour429 = sum(neighbourResults, r => r.s429)
 const served = sum(flooderResults, r => r.ok)
 const elapsedMin = ROUNDS * PHASE_S * 2 / 60

@@ -31,6 +31,11 @@ declare module 'fastify' {
 }
 
 const BEARER = /^Bearer ([^\s]+)$/i
+/** The access token of `Authorization: Bearer <token>`, or null. */
+export function bearerToken (request: FastifyRequest): string | null {
+  const header = request.headers.authorization
+  return header ? BEARER.exec(header)?.[1] ?? null : null
+}
 
 /**
  * Authentication, secure by default: every route needs a tenant session unless its config
@@ -62,9 +67,8 @@ export default fp(async (fastify) => {
   fastify.addHook('preParsing', async (request, reply) => {
     const mode = request.routeOptions.config.auth ?? 'tenant'
     if (mode === false || request.is404) return
-    const header = request.headers.authorization
-    const match = header ? BEARER.exec(header) : null
-    if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
+    const token = bearerToken(request)
+    if (!token) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
     // A tenant GET reads under the tenant right after this lookup: BEGIN, the lookup and the
     // tenant context go as one round trip, and the read joins that transaction. Only GET: no
     // connection is held while a client sends a body, and GET handlers reach the database
@@ -72,7 +76,7 @@ export default fp(async (fastify) => {
     // a pool of one connection, where a second checkout would never come).
     let auth: AuthContext | null
     if (mode === 'tenant' && request.method === 'GET') {
-      const held = await sessions.resolveHeld(match[1]!)
+      const held = await sessions.resolveHeld(token)
       auth = held?.auth ?? null
       if (held) {
         request.heldTransaction = held.transaction
@@ -87,7 +91,7 @@ export default fp(async (fastify) => {
         reply.raw.once('close', () => { endHeld(request).catch(() => {}) })
       }
     } else {
-      auth = await sessions.resolve(match[1]!)
+      auth = await sessions.resolve(token)
     }
     if (!auth) throw new AppError('AUTH_INVALID_TOKEN', 'the access token is invalid, expired or revoked')
     if (mode === 'operator' && !auth.isOperator) throw new AppError('AUTH_FORBIDDEN', 'operator sessions only')

@@ -5,6 +5,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { notFoundHandler } from './error-handler.js'
 import { createResilientRedisStore, type LimiterHealth } from '../services/rate-limit-store.js'
+import { createRefusedTokens } from '../services/refused-tokens.js'
+import { CHANGE_TYPES } from '../services/entitlements.js'
+import { bearerToken } from './auth.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -86,17 +89,46 @@ export default fp(async (fastify) => {
     strictFallbackMax: config.AUTH_RATE_LIMIT_FALLBACK_MAX
   } as Parameters<typeof fastify.createRateLimit>[0])
 
+  // A token whose tenant window is spent is refused again before auth looks it up, until the
+  // window resets (services/refused-tokens.ts). A change of the tenant's entitlements, here or
+  // relayed by the broadcast, forgets its refusals: a raised limit applies at once.
+  const refused = createRefusedTokens()
+  for (const type of CHANGE_TYPES) entitlements.events.on(type, (change: { tenantId: string }) => refused.forgetTenant(change.tenantId))
+  /** Puts a window in the response's RateLimit headers. */
+  function record (request: FastifyRequest, window: Window) {
+    const windows = request.rateLimitWindows ?? []
+    windows.push(window)
+    request.rateLimitWindows = windows
+  }
+  function refuse (request: FastifyRequest, window: Window): never {
+    record(request, window)
+    throw new AppError('RATE_LIMITED', `the ${window.policy} limit of ${window.limit} requests per ${window.windowS} s is spent; retry in ${window.resetS} s`,
+      { headers: { 'retry-after': String(window.resetS) } })
+  }
+
   async function enforce (reply: FastifyReply, policy: string, result: Awaited<ReturnType<typeof tenantLimit>>) {
     if (result.isAllowed) return
     const window: Window = { policy, limit: result.max, remaining: result.remaining, resetS: result.ttlInSeconds, windowS: Math.round(result.timeWindow / 1000) }
-    const windows = reply.request.rateLimitWindows ?? []
-    windows.push(window)
-    reply.request.rateLimitWindows = windows
-    if (result.isExceeded) {
-      throw new AppError('RATE_LIMITED', `the ${policy} limit of ${result.max} requests per ${window.windowS} s is spent; retry in ${result.ttlInSeconds} s`,
-        { headers: { 'retry-after': String(result.ttlInSeconds) } })
+    if (!result.isExceeded) {
+      record(reply.request, window)
+      return
     }
+    const token = bearerToken(reply.request)
+    if (policy === 'tenant' && reply.request.tenant && token) {
+      refused.remember(token, { tenantId: reply.request.tenant.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS })
+    }
+    refuse(reply.request, window)
   }
+
+  fastify.addHook('onRequest', async (request) => {
+    if (refused.size === 0 || request.is404) return
+    const { auth = 'tenant', tenantRateLimit } = request.routeOptions.config
+    if (auth !== 'tenant' || tenantRateLimit === false) return
+    const token = bearerToken(request)
+    const refusal = token ? refused.lookup(token) : null
+    if (!refusal) return
+    refuse(request, { policy: 'tenant', limit: refusal.limit, remaining: 0, resetS: Math.max(1, Math.ceil((refusal.resetAt - Date.now()) / 1000)), windowS: refusal.windowS })
+  })
 
   // After auth (an app-level preParsing hook registered earlier): one tenant's flood only
   // spends that tenant's budget.

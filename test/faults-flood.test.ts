@@ -94,3 +94,36 @@ test('two replicas sharing Redis: the flood is counted across them and still sto
   assertIsolation(await flood(apps, flooder, neighbours), flooder, neighbours)
   for (const app of apps) assert.equal(app.limiterHealth.failOpens, 0, 'every decision was taken by Redis')
 })
+
+test('a refused token is refused again without touching the database until its window resets; raising the limit applies at once', async () => {
+  const app = await buildTestApp(testConfig(db, base))
+  const operator = await loginOperator(app)
+  const flooder = await signupTenant(app)
+  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: 3 })
+  for (let i = 0; i < 3; i++) assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
+  const first = await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })
+  assert.equal(first.statusCode, 429, 'the window is spent')
+
+  // From now on, refusals cost no connection: the pool is never asked for one.
+  let checkouts = 0
+  const onAcquire = () => { checkouts++ }
+  app.pg.pool.on('acquire', onAcquire)
+  const again = await Promise.all(ROUTES.map(url => app.inject({ url, headers: bearer(flooder) })))
+  app.pg.pool.off('acquire', onAcquire)
+  for (const r of again) {
+    assert.equal(r.statusCode, 429, r.body)
+    assert.equal(r.json().code, 'RATE_LIMITED')
+    assert.match(String(r.headers['ratelimit-policy']), /"tenant";q=3;w=60/)
+    assert.match(String(r.headers.ratelimit), /"tenant";r=0;t=\d+/)
+    assert.ok(Number(r.headers['retry-after']) >= 1 && Number(r.headers['retry-after']) <= 60)
+  }
+  assert.equal(checkouts, 0, 'no database work for a remembered refusal')
+  // A neighbour is untouched, and a route outside the tenant budget still answers.
+  const neighbour = await signupTenant(app)
+  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(neighbour) })).statusCode, 200)
+  assert.equal((await app.inject({ url: '/health' })).statusCode, 200)
+
+  // The operator raises the limit: the change event forgets the refusal, and the next request is served.
+  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: 1000 })
+  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
+})
