@@ -227,7 +227,10 @@ test('Redis SIGKILLed and restarted under 120 req/s: general routes fail open (0
   try {
     const keys = await client.keys(`*tenant:${limited.tenant!.id}`)
     assert.equal(keys.length, 1, `one shared counter for the probe tenant (${keys.join(', ')})`)
-    assert.equal(Number(await client.get(keys[0]!)), LIMITED * 3, 'every decision of the probe was counted in Redis')
+    // Every admission, and each replica's first refusals, were counted there; once a replica has
+    // refused a token it refuses it again without asking (docs/rate-limits.md), so not every 429 is.
+    const counted = Number(await client.get(keys[0]!))
+    assert.ok(counted >= LIMITED + 2 && counted <= LIMITED * 3, `the probe's decisions were counted in Redis (${counted})`)
   } finally {
     client.disconnect()
   }
