@@ -35,9 +35,9 @@ export default fp(async (fastify) => {
     },
     // Every operation can answer an error (validation, auth, limits, an unavailable database).
     transformObject (document) {
+      if (!('openapiObject' in document)) return document.swaggerObject
       // Typed loosely: the document's own types do not admit a plain JSON Schema literal.
-      // This service declares `openapi` above, so the document is never a Swagger 2 one.
-      const doc = ('openapiObject' in document ? document.openapiObject : document.swaggerObject) as { paths?: Record<string, Record<string, { responses?: Record<string, unknown> }>>, components?: { schemas?: Record<string, unknown> } }
+      const doc = document.openapiObject as { paths?: Record<string, Record<string, { responses?: Record<string, unknown> }>>, components?: { schemas?: Record<string, unknown> } }
       doc.components = { ...doc.components, schemas: { ...doc.components?.schemas, Problem: problemSchema } }
       for (const item of Object.values(doc.paths ?? {})) {
         for (const method of METHODS) {
@@ -46,7 +46,7 @@ export default fp(async (fastify) => {
           op.responses = { ...op.responses, '4XX': problemResponse('A client error, as problem+json'), '5XX': problemResponse('A server error, as problem+json (503 with Retry-After when the database is unavailable)') }
         }
       }
-      return doc as typeof document extends { openapiObject: infer D } ? D : never
+      return document.openapiObject
     }
   })
   // The documentation is public; its routes are declared by the UI plugin, so mark them here.

@@ -113,10 +113,9 @@ export default fp(async (fastify) => {
       record(reply.request, window)
       return
     }
-    const token = bearerToken(reply.request)
-    if (policy === 'tenant' && reply.request.tenant && token) {
-      refused.remember(token, { tenantId: reply.request.tenant.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS })
-    }
+    const { tenant } = reply.request
+    const token = policy === 'tenant' && tenant ? bearerToken(reply.request) : null
+    if (token) refused.remember(token, { tenantId: tenant!.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS })
     refuse(reply.request, window)
   }
 

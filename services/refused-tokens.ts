@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hashToken } from './tokens.js'
 
 /** A tenant window that is spent, as a refused request saw it. */
 export interface Refusal { tenantId: string, resetAt: number, limit: number, windowS: number }
@@ -17,7 +17,7 @@ export interface Refusal { tenantId: string, resetAt: number, limit: number, win
  */
 export function createRefusedTokens ({ now = Date.now, max = 10_000 }: { now?: () => number, max?: number } = {}) {
   const byToken = new Map<string, Refusal>()
-  const key = (token: string) => createHash('sha256').update(token).digest('base64')
+  const key = (token: string) => hashToken(token).toString('base64')
   return {
     remember (token: string, refusal: Refusal) {
       if (byToken.size >= max) byToken.clear()

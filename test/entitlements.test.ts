@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { backoffDelay } from '../services/entitlement-broadcast.js'
 import { createEntitlementEngine } from '../services/entitlements.js'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
-import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
+import { proxyFor, viaPort } from './support/fault-proxy.js'
 
 const db = await createTestDatabase()
 const app = await buildTestApp(testConfig(db))
@@ -218,9 +218,7 @@ test('listener: echo suppressed, malformed payload ignored, killed backend → r
 })
 
 test('database unreachable at boot: the service boots, warns, and the engine keeps its TTL behaviour', async () => {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   const logs = captureLogs()
   const config = testConfig(db, {
     ENTITLEMENT_BROADCAST_ENABLED: true,

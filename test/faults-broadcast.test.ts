@@ -1,10 +1,9 @@
 // Issue 11, item 5: the entitlement broadcast listener's backend killed repeatedly.
 import assert from 'node:assert/strict'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
-import { startFaultProxy } from './support/fault-proxy.js'
-import { viaPort } from './support/tcp-proxy.js'
+import { proxyFor, viaPort } from './support/fault-proxy.js'
 
 const db = await createTestDatabase()
 const admin = await adminClient(db)
@@ -80,9 +79,7 @@ test('listener backend killed three times: each time it reconnects after the 1 s
 })
 
 test('listener cut off while Postgres stays unreachable: retries at 1 s, 2 s, 4 s; connects once it can and drops the caches', { timeout: 20_000 }, async () => {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startFaultProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   // Only the listener goes through the proxy (DATABASE_DIRECT_URL); the pool stays direct and serves throughout.
   const app = await buildTestApp(testConfig(db, { ENTITLEMENT_BROADCAST_ENABLED: true, ENTITLEMENT_CACHE_TTL_MS: 600_000, DATABASE_DIRECT_URL: viaPort(db.runtimeUrl, proxy.port) }))
   const state = app.entitlementBroadcast!

@@ -1,12 +1,11 @@
 // Issue 11, items 1 and 3: the pool's connections killed under load, and a slow Postgres.
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
-import { startFaultProxy } from './support/fault-proxy.js'
 import { call, isClean503, listen, openLoop, setContract, tally, type Outcome } from './support/faults.js'
-import { viaPort } from './support/tcp-proxy.js'
+import { proxyFor, viaPort } from './support/fault-proxy.js'
 
 const db = await createTestDatabase()
 const admin = await adminClient(db)
@@ -115,9 +114,7 @@ const CONNECT_MS = 500
 const POOL = 3
 
 async function slowApp () {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startFaultProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   const logs = captureLogs()
   const app = await buildTestApp(testConfig(db, {
     DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),

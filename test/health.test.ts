@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
 import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, signupTenant } from './support/actors.js'
-import { startTcpProxy, viaPort } from './support/tcp-proxy.js'
+import { proxyFor, viaPort } from './support/fault-proxy.js'
 
 const db = await createTestDatabase()
 
@@ -20,9 +20,7 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
 })
 
 test('database down: liveness 200, readiness 503 naming the check; back by itself when it returns', async () => {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   const app = await buildTestApp(testConfig(db, {
     DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
     MIGRATION_DATABASE_URL: viaPort(db.ownerUrl, proxy.port),
@@ -48,9 +46,7 @@ test('database down: liveness 200, readiness 503 naming the check; back by itsel
 })
 
 test('database unreachable at boot: the app still boots, unready, and recovers', async () => {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   proxy.down()
   const app = await buildTestApp(testConfig(db, {
     DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
@@ -88,9 +84,7 @@ test('an unsafe runtime role keeps the instance unready', async () => {
 })
 
 test('a request refused a connection turns readiness 503 at once, without waiting for a round; one killed backend does not', async () => {
-  const target = new URL(db.runtimeUrl)
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  after(() => proxy.close())
+  const proxy = await proxyFor(db.runtimeUrl)
   const app = await buildTestApp(testConfig(db, {
     DATABASE_URL: viaPort(db.runtimeUrl, proxy.port),
     // No round runs during the test: whatever turns readiness comes from the request path.

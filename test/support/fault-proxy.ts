@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { after } from 'node:test'
 
 export interface FaultProxy {
   port: number
@@ -102,4 +103,20 @@ export async function startFaultProxy (target: { host: string, port: number }): 
       return new Promise(resolve => server.close(() => resolve()))
     }
   }
+}
+
+/** A fault proxy in front of the server `url` names (Postgres), closed after the test. */
+export async function proxyFor (url: string): Promise<FaultProxy> {
+  const target = new URL(url)
+  const proxy = await startFaultProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  after(() => proxy.close())
+  return proxy
+}
+
+/** The same URL with host and port replaced (to route a connection through a proxy). */
+export function viaPort (url: string, port: number) {
+  const u = new URL(url)
+  u.hostname = '127.0.0.1'
+  u.port = String(port)
+  return u.toString()
 }
