@@ -4,7 +4,6 @@ import { CheckFailure, type Check } from './boot-envelope.js'
 import type { Logger } from './logger.js'
 
 interface RoleRow {
-  user: string
   rolsuper: boolean
   rolbypassrls: boolean
   owned_relations: number
@@ -17,7 +16,7 @@ interface RoleRow {
 // unless FORCE is set and can drop the policy anyway, and CREATE on the schema lets it make
 // objects of its own.
 const ROLE_SQL = `
-SELECT current_user AS user, r.rolsuper, r.rolbypassrls,
+SELECT r.rolsuper, r.rolbypassrls,
        (SELECT count(*)::int FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
           AND pg_has_role(r.oid, c.relowner, 'USAGE')) AS owned_relations,
        has_schema_privilege(r.oid, 'public', 'CREATE') AS can_create,
@@ -93,8 +92,10 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, log }:
           role.can_create && 'may create objects in schema public',
           role.owns_database && 'owns the database'
         ].filter(Boolean)
-        if (problems.length) throw new CheckFailure(`role ${role.user} ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
-        return `${role.user} is least-privileged`
+        // The answer is public (probes need no credentials): it names no role. The operator
+        // knows which login DATABASE_URL holds.
+        if (problems.length) throw new CheckFailure(`the runtime role ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
+        return 'the runtime role is least-privileged'
       }
     },
     {
