@@ -49,7 +49,10 @@ before(async () => {
       OPERATOR_BOOTSTRAP_PASSWORD: OPERATOR.password,
       // Every request comes from 127.0.0.1: the per-IP limits are not what is under test.
       RATE_LIMIT_MAX: '100000',
-      AUTH_RATE_LIMIT_MAX: '1000'
+      AUTH_RATE_LIMIT_MAX: '1000',
+      // The exact 60-of-150 count needs every increment to reach the shared Redis; the 100 ms
+      // default would let a slow round trip on a busy CI machine fall back to a local counter.
+      REDIS_COMMAND_TIMEOUT_MS: '2000'
     }
   })
   console.log(`# cluster ready in ${Date.now() - started} ms: ${cluster.url}, replicas ${cluster.replicas.map(r => r.port).join(' ')}, pgbouncer ${cluster.pgbouncer.port}`)

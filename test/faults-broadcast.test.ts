@@ -50,8 +50,11 @@ test('listener backend killed three times: each time it reconnects after the 1 s
     await waitFor(() => !state.connected, { what: `loss ${i + 1} to be noticed` })
 
     await silentPlanChange(tenantId, next)
-    assert.equal(state.connected, false, 'the change was made while the listener was away')
-    assert.equal(await seats(app, actor), SEATS[plan], 'meanwhile the cache serves the old plan (TTL 10 min): the staleness the reconnect must clear')
+    const meanwhile = await seats(app, actor)
+    // The retry comes 1 s after the kill; on a slow machine it can overtake the change and this
+    // read. Only a read that finished before the retry began must show the staleness it clears.
+    if (state.reconnects === i) assert.equal(meanwhile, SEATS[plan], 'made while the listener was away, the change is unseen: the cache (TTL 10 min) serves the old plan')
+    else console.log(`# loss ${i + 1}: the reconnect overtook the stale read; the invalidation is still asserted below`)
     await assertServing(app, actor)
 
     await waitFor(() => state.connected, { timeoutMs: 5000, what: `reconnect ${i + 1}` })

@@ -16,7 +16,10 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
   const body = ready.json()
   assert.equal(body.status, 'ready')
   assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'runtime-role', 'pool-sizing', 'row-level-security'])
-  assert.ok(body.checks.every((c: { ok: boolean }) => c.ok))
+  // pool-sizing is informational and counts the runtime role's connections server-wide, so a
+  // test file running beside this one can tip it; every check that gates readiness must pass.
+  const gating = body.checks.filter((c: { name: string }) => c.name !== 'pool-sizing')
+  assert.deepEqual(gating.filter((c: { ok: boolean }) => !c.ok), [])
 })
 
 test('database down: liveness 200, readiness 503 naming the check; back by itself when it returns', async () => {
@@ -30,14 +33,15 @@ test('database down: liveness 200, readiness 503 naming the check; back by itsel
   assert.equal((await app.inject('/api/v1/health')).statusCode, 200)
 
   proxy.down()
+  // The first 503 may come from another check failing first; wait for the one that names the database.
+  const databaseCheck = (res: { json: () => { checks: Array<{ name: string, ok: boolean }> } }) =>
+    res.json().checks.find(c => c.name === 'database')
   const down = await waitFor(async () => {
     const res = await app.inject('/api/v1/health')
-    return res.statusCode === 503 ? res : undefined
-  }, { what: 'readiness 503' })
+    return res.statusCode === 503 && databaseCheck(res)?.ok === false ? res : undefined
+  }, { what: 'readiness 503 naming the database' })
   const body = down.json()
   assert.equal(body.status, 'unavailable')
-  const failed = body.checks.find((c: { name: string }) => c.name === 'database')
-  assert.equal(failed.ok, false)
   assert.doesNotMatch(JSON.stringify(body), /govula_app|password|127\.0\.0\.1/, 'no hosts or credentials in a public answer')
   assert.equal((await app.inject('/health')).statusCode, 200, 'liveness never depends on the database')
 

@@ -109,7 +109,9 @@ test('Redis down: no request waits on it, general routes fail open (logged once)
     timings.push(Date.now() - started)
     assert.equal(res.statusCode, 200, 'fail open, never 5xx')
   }
-  assert.ok(Math.max(...timings) < 250, `no request waited long on Redis (max ${Math.max(...timings)} ms)`)
+  // Waiting on Redis would mean a reconnect (seconds) per request; the bound leaves room for a
+  // busy CI machine's database round trips, not for a wait on Redis.
+  assert.ok(Math.max(...timings) < 1000, `no request waited on Redis (max ${Math.max(...timings)} ms)`)
   assert.ok(app.limiterHealth.failOpens >= 20)
   assert.equal(logs.lines.filter(l => String(l.msg).startsWith('redis unavailable')).length, 1, 'logged once per outage')
 

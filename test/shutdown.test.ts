@@ -41,7 +41,8 @@ test('graceful close: readiness drains at once, in-flight requests finish, plugi
   await waitFor(() => release.length === 2, { what: 'both slow requests in flight' })
 
   const started = Date.now()
-  const closing = gracefulClose(app, 200)
+  // A drain long enough that the two probes below land inside it on a busy machine.
+  const closing = gracefulClose(app, 2000)
   // During the drain delay the instance still serves, but readiness already says draining.
   const probe = await fetch(`http://127.0.0.1:${port}/api/v1/health`)
   assert.equal(probe.status, 503)
