@@ -110,10 +110,11 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, log }:
                  greatest(1, (SELECT count(DISTINCT application_name)::int FROM pg_stat_activity
                                WHERE usename = current_user AND application_name LIKE 'govula-core:%')) AS replicas`)
         const need = (poolMax ?? 0) * r!.replicas
+        const replicas = `${r!.replicas} ${r!.replicas === 1 ? 'replica' : 'replicas'}`
         if (need > 0.8 * r!.max) {
-          throw new CheckFailure(`DB_MAX_CONNECTIONS ${poolMax} × ${r!.replicas} replicas = ${need} > 0.8 × max_connections ${r!.max}; lower DB_MAX_CONNECTIONS or use PgBouncer (docs/scaling.md)`)
+          throw new CheckFailure(`DB_MAX_CONNECTIONS ${poolMax} × ${replicas} = ${need} > 0.8 × max_connections ${r!.max}; lower DB_MAX_CONNECTIONS or use PgBouncer (docs/scaling.md)`)
         }
-        return `${need} of ${r!.max} connections at most (${r!.replicas} replicas)`
+        return `${need} of ${r!.max} connections at most (${replicas})`
       }
     },
     {
