@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type pg from 'pg'
 import { AppError } from '../errors.js'
 import { createAccountService, type AccountService } from '../services/accounts.js'
 import { createPasswordHasher } from '../services/passwords.js'
@@ -18,6 +19,8 @@ declare module 'fastify' {
      * The first request.withTenant() runs in it; otherwise it is committed once the response is sent.
      */
     heldTransaction: HeldTransaction | null
+    /** On a tenant GET whose route declares a tenantRead: that statement's result, read with the auth lookup. */
+    tenantRead: pg.QueryResult | null
   }
   interface FastifyContextConfig {
     /**
@@ -27,6 +30,12 @@ declare module 'fastify' {
     auth?: 'tenant' | 'operator' | 'session' | false
     /** Tenant roles allowed on a 'tenant' route (default: every member). */
     roles?: Role[]
+    /**
+     * A tenant GET's whole read, if it is one constant statement in the session's tenant
+     * (sessions.resolveAndRead): it travels with the auth lookup, BEGIN and COMMIT as one
+     * round trip, and the handler finds its result in request.tenantRead.
+     */
+    tenantRead?: string
   }
 }
 
@@ -58,6 +67,7 @@ export default fp(async (fastify) => {
   fastify.decorate('accounts', accounts)
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('heldTransaction', null)
+  fastify.decorateRequest('tenantRead', null)
 
   // Ends a held transaction nothing ran in (refused, answered from cache, or aborted).
   const endHeld = async (request: FastifyRequest) => {
@@ -75,7 +85,13 @@ export default fp(async (fastify) => {
     // through request.withTenant alone (test/request-transaction.test.ts runs each of them on
     // a pool of one connection, where a second checkout would never come).
     let auth: AuthContext | null
-    if (mode === 'tenant' && request.method === 'GET') {
+    const tenantRead = request.routeOptions.config.tenantRead
+    if (mode === 'tenant' && request.method === 'GET' && tenantRead) {
+      // The whole request in one round trip; nothing is held.
+      const found = await sessions.resolveAndRead(token, tenantRead)
+      auth = found?.auth ?? null
+      request.tenantRead = found?.read ?? null
+    } else if (mode === 'tenant' && request.method === 'GET') {
       const held = await sessions.resolveHeld(token)
       auth = held?.auth ?? null
       if (held) {

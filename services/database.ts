@@ -33,6 +33,31 @@ export interface Database {
    * must carry strictly validated literals only) and returns it held, with the results.
    */
   hold(begin: string): Promise<{ transaction: HeldTransaction, results: pg.QueryResult[] }>
+  /**
+   * Runs `statements`, a whole transaction from BEGIN to COMMIT, as one simple-protocol round
+   * trip, and returns each statement's result. The same rule as hold(): literals only if
+   * strictly validated.
+   */
+  batch(statements: string): Promise<pg.QueryResult[]>
+}
+
+const asList = (results: pg.QueryResult | pg.QueryResult[]) => Array.isArray(results) ? results : [results]
+
+/**
+ * Ends the transaction `err` interrupted: ROLLBACK, or nothing when the connection cannot take
+ * one. Returns the error to release the connection with (destroying it), if any.
+ */
+async function abandon (client: pg.PoolClient, err: unknown): Promise<Error | undefined> {
+  // A ROLLBACK would queue behind the unanswered statement and time out in its turn;
+  // destroying the connection ends the transaction on the server all the same.
+  if (isQueryTimeout(err)) return err as Error
+  try {
+    await client.query('ROLLBACK')
+    return undefined
+  } catch (rollbackErr) {
+    // The connection itself failed: destroy it instead of returning it to the pool.
+    return rollbackErr as Error
+  }
 }
 
 export function createDatabase (pool: pg.Pool): Database {
@@ -44,18 +69,7 @@ export function createDatabase (pool: pg.Pool): Database {
       await client.query('COMMIT')
       return result
     } catch (err) {
-      if (isQueryTimeout(err)) {
-        // A ROLLBACK would queue behind the unanswered statement and time out in its turn;
-        // destroying the connection ends the transaction on the server all the same.
-        broken = err as Error
-      } else {
-        try {
-          await client.query('ROLLBACK')
-        } catch (rollbackErr) {
-          // The connection itself failed: destroy it instead of returning it to the pool.
-          broken = rollbackErr as Error
-        }
-      }
+      broken = await abandon(client, err)
       throw err
     } finally {
       client.release(broken)
@@ -104,7 +118,20 @@ export function createDatabase (pool: pg.Pool): Database {
           await within(client, async () => undefined)
         }
       }
-      return { transaction, results: Array.isArray(results) ? results : [results] }
+      return { transaction, results: asList(results) }
+    },
+    async batch (statements) {
+      const client = await pool.connect()
+      let broken: Error | undefined
+      try {
+        return asList(await client.query(statements) as pg.QueryResult | pg.QueryResult[])
+      } catch (err) {
+        // A statement that fails skips the rest, COMMIT included: the transaction is left open.
+        broken = await abandon(client, err)
+        throw err
+      } finally {
+        client.release(broken)
+      }
     }
   }
 }

@@ -119,6 +119,17 @@ export interface SessionListEntry {
 export function createSessionService ({ db, policy }: { db: Database, policy: SessionPolicy }) {
   const idle = `${policy.idleTimeoutS} seconds`
 
+  /**
+   * The bearer lookup as a statement for the simple protocol, which takes no parameters: it
+   * carries literals, safe only because each is strictly validated (a UUID, hex digits and an
+   * integer). Null for a token that names no user.
+   */
+  function lookupStatement (accessToken: string): string | null {
+    const userId = tokenUserId(accessToken)
+    if (!userId) return null
+    return `SELECT * FROM auth_resolve_access('${userId}', '\\x${hashToken(accessToken).toString('hex')}', '${idle}')`
+  }
+
   async function insertRow (client: Queryable, row: {
     userId: string
     tenantId: string | null
@@ -175,22 +186,34 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
     /**
      * resolve() that leaves its transaction open, in the session's tenant, for the request to
      * read in: BEGIN and the lookup travel as one round trip, and the caller's first query
-     * runs in the same transaction. The statement carries literals, which is safe only
-     * because each is strictly validated: a UUID, hex digits and an integer. The caller must
-     * end the transaction (the auth plugin does, when the response is sent).
+     * runs in the same transaction. The caller must end the transaction (the auth plugin
+     * does, when the response is sent).
      */
     async resolveHeld (accessToken: string): Promise<{ auth: AuthContext, transaction: HeldTransaction } | null> {
-      const userId = tokenUserId(accessToken)
-      if (!userId) return null
-      const hash = hashToken(accessToken).toString('hex')
-      const { transaction, results } = await db.hold(
-        `BEGIN; SELECT * FROM auth_resolve_access('${userId}', '\\x${hash}', '${idle}')`)
-      const row = results[results.length - 1]!.rows[0] as AccessRow | undefined
+      const lookup = lookupStatement(accessToken)
+      if (!lookup) return null
+      const { transaction, results } = await db.hold(`BEGIN; ${lookup}`)
+      const row = results[1]!.rows[0] as AccessRow | undefined
       if (!row) {
         await transaction.end()
         return null
       }
       return { auth: toAuthContext(row), transaction }
+    },
+
+    /**
+     * resolve() and `read` in one transaction and one round trip: BEGIN, the lookup, the read
+     * in the session's tenant, COMMIT. `read` must be a constant statement that takes its
+     * tenant from the transaction (app_tenant_id()), never from the request: it runs before
+     * the caller knows whether the token is good, and with a bad one it finds no rows (no
+     * tenant is set, and row-level security holds).
+     */
+    async resolveAndRead (accessToken: string, read: string): Promise<{ auth: AuthContext, read: pg.QueryResult } | null> {
+      const lookup = lookupStatement(accessToken)
+      if (!lookup) return null
+      const results = await db.batch(`BEGIN; ${lookup}; ${read}; COMMIT`)
+      const row = results[1]!.rows[0] as AccessRow | undefined
+      return row ? { auth: toAuthContext(row), read: results[2]! } : null
     },
 
     /**

@@ -1,3 +1,4 @@
+import type pg from 'pg'
 import { AppError, notFound } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
 import { isUuid, type Database, type Queryable, type TenantRun } from './database.js'
@@ -9,6 +10,16 @@ export interface Tenant { id: string, name: string, slug: string, plan: string, 
 export interface Member { userId: string, email: string, role: Role }
 
 const MANAGERS: ReadonlySet<Role | null> = new Set(['owner', 'admin'])
+
+/**
+ * The reads of the caller's own tenant, as constant statements: the tenant is the transaction's
+ * (app_tenant_id(), set by withTenant or by the auth lookup), so each can also travel with the
+ * auth lookup in one round trip (a route's `tenantRead`, plugins/auth.ts).
+ */
+export const TENANT_READS = {
+  tenant: 'SELECT id, name, slug, plan, lifecycle, created_at AS "createdAt" FROM tenants WHERE id = app_tenant_id()',
+  members: 'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = app_tenant_id() ORDER BY m.created_at, u.email'
+} as const
 
 /** The current tenant and its members; every query runs under the tenant's row-level security. */
 export interface TenantServiceDeps {
@@ -47,18 +58,16 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
   const own = (tenantId: string): TenantRun => fn => db.withTenant(tenantId, fn)
 
   return {
-    async get (tenantId: string, run = own(tenantId)): Promise<Tenant> {
-      const { rows: [t] } = await run(c => c.query<Tenant>(
-        'SELECT id, name, slug, plan, lifecycle, created_at AS "createdAt" FROM tenants WHERE id = $1', [tenantId]))
+    // `done`: the statement's result when it was read already, with the auth lookup.
+    async get (tenantId: string, run = own(tenantId), done: pg.QueryResult | null = null): Promise<Tenant> {
+      const { rows: [t] } = done ?? await run(c => c.query(TENANT_READS.tenant))
       if (!t) throw notFound('tenant')
-      return t
+      return t as Tenant
     },
 
-    async members (tenantId: string, run = own(tenantId)): Promise<Member[]> {
-      const { rows } = await run(c => c.query<Member>(
-        'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email',
-        [tenantId]))
-      return rows
+    async members (tenantId: string, run = own(tenantId), done: pg.QueryResult | null = null): Promise<Member[]> {
+      const { rows } = done ?? await run(c => c.query(TENANT_READS.members))
+      return rows as Member[]
     },
 
     async addMember (auth: AuthContext, email: string, role: Role): Promise<Member> {

@@ -27,21 +27,74 @@ async function statements<T> (fn: () => Promise<T>): Promise<{ result: T, sent: 
   }
 }
 
-test('a tenant GET is three round trips: BEGIN with the auth lookup, the read, COMMIT', async () => {
+test('a tenant GET whose read is one statement is one round trip: BEGIN, the lookup, the read, COMMIT', async () => {
   const app = await buildTestApp(testConfig(db))
   const t = await signupTenant(app)
   await app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) }) // warm the entitlement cache
-  const { result: res, sent } = await statements(() => app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) }))
-  assert.equal(res.statusCode, 200)
-  assert.equal(res.json().members.length, 1)
+  for (const [url, check] of [
+    ['/api/v1/tenant/members', (body: { members: Array<{ email: string }> }) => assert.deepEqual(body.members.map(m => m.email), [t.user.email])],
+    ['/api/v1/tenant', (body: { id: string }) => assert.equal(body.id, t.tenant!.id)]
+  ] as const) {
+    const { result: res, sent } = await statements(() => app.inject({ url, headers: bearer(t) }))
+    assert.equal(res.statusCode, 200, res.body)
+    check(res.json())
+    assert.equal(sent.length, 1, sent.join('\n'))
+    assert.match(sent[0]!, /^BEGIN; SELECT \* FROM auth_resolve_access\(.*\); SELECT .* = app_tenant_id\(\).*; COMMIT$/)
+  }
+  // HEAD shares the route but not the shortcut: the read runs in its own transaction.
+  const head = await app.inject({ method: 'HEAD', url: '/api/v1/tenant/members', headers: bearer(t) })
+  assert.equal(head.statusCode, 200)
+  await waitFor(() => app.pg.pool.idleCount === app.pg.pool.totalCount, { what: 'every connection back in the pool' })
+})
+
+test('any other tenant GET is three round trips: BEGIN with the auth lookup, the read, COMMIT', async () => {
+  const app = await buildTestApp(testConfig(db))
+  const t = await signupTenant(app)
+  await app.inject({ url: '/api/v1/recordings', headers: bearer(t) }) // warm the entitlement cache
+  const { result: res, sent } = await statements(() => app.inject({ url: '/api/v1/recordings', headers: bearer(t) }))
+  assert.equal(res.statusCode, 200, res.body)
   assert.equal(sent.length, 3, sent.join('\n'))
-  assert.match(sent[0]!, /^BEGIN; SELECT \* FROM auth_resolve_access\(/)
-  assert.match(sent[1]!, /FROM memberships/)
+  assert.match(sent[0]!, /^BEGIN; SELECT \* FROM auth_resolve_access\('[^;]*\)$/)
+  assert.match(sent[1]!, /FROM recording/)
   assert.equal(sent[2], 'COMMIT')
   // A body-carrying request holds no connection while the body arrives: its lookup is a
   // statement of its own.
   const { sent: post } = await statements(() => app.inject({ method: 'POST', url: '/api/v1/entitlements/check', headers: bearer(t), payload: { features: ['seats'] } }))
   assert.match(post[0]!, /^SELECT \* FROM auth_resolve_access\(\$1/)
+})
+
+test('the one-round-trip read: a bad, revoked or tenantless token reads nothing and gets its 4xx; each session reads its own tenant', async () => {
+  const app = await buildTestApp(testConfig(db))
+  const a = await signupTenant(app)
+  const b = await signupTenant(app)
+  // A well-formed token of a real user with a wrong secret: the lookup finds no session, so no
+  // tenant is set and the read in the same round trip finds nothing to return.
+  const forged = a.accessToken.slice(0, -4) + (a.accessToken.endsWith('AAAA') ? 'BBBB' : 'AAAA')
+  const { result: bad, sent } = await statements(() => app.inject({ url: '/api/v1/tenant/members', headers: { authorization: `Bearer ${forged}` } }))
+  assert.equal(bad.statusCode, 401, bad.body)
+  assert.equal(bad.json().code, 'AUTH_INVALID_TOKEN')
+  assert.doesNotMatch(bad.body, new RegExp(a.user.email))
+  assert.equal(sent.length, 1, 'the read traveled with the lookup')
+
+  // An operator session is in no tenant: 403, and the read found no tenant either.
+  const operator = await loginOperator(app)
+  const op = await app.inject({ url: '/api/v1/tenant', headers: bearer(operator) })
+  assert.equal(op.statusCode, 403, op.body)
+  assert.equal(op.json().code, 'TENANT_FORBIDDEN')
+
+  // Concurrent reads by two tenants each see their own.
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => {
+    const t = i % 2 ? a : b
+    return app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) }).then(r => ({ t, r }))
+  }))
+  for (const { t, r } of results) assert.deepEqual(r.json().members.map((m: { email: string }) => m.email), [t.user.email])
+
+  // A revoked session: 401 on the very next request.
+  const logout = await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(a) })
+  assert.equal(logout.statusCode, 204, logout.body)
+  assert.equal((await app.inject({ url: '/api/v1/tenant/members', headers: bearer(a) })).statusCode, 401)
+  const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
+  assert.equal(open.rows[0].n, 0, 'nothing left open')
 })
 
 test('on a pool of one connection, every tenant GET route answers with cold caches (no second checkout while one is held)', async () => {
@@ -91,7 +144,9 @@ test('clients that go away mid-request leave no connection checked out', async (
   // the auth lookup's round trip is in flight, the case onResponse never sees.
   await Promise.all(Array.from({ length: 60 }, (_, i) => new Promise<void>((resolve) => {
     const socket = connect(port, '127.0.0.1', () => {
-      socket.write(`GET /api/v1/tenant/members HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.accessToken}\r\n\r\n`)
+      // Both kinds of tenant GET: a held transaction (recordings) and the one-round-trip read (members).
+      const url = i % 2 ? '/api/v1/recordings' : '/api/v1/tenant/members'
+      socket.write(`GET ${url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.accessToken}\r\n\r\n`)
       setTimeout(() => { socket.destroy(); resolve() }, i % 4) // a spread of moments to go away
     })
     socket.on('error', () => resolve())

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { DateTime, NoContent, Role, strict, Uuid } from '../schemas.js'
-import { createTenantService } from '../../services/tenants.js'
+import { createTenantService, TENANT_READS } from '../../services/tenants.js'
 
 const Member = Type.Object({ userId: Uuid, email: Type.String(), role: Role })
 
@@ -10,17 +10,19 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
   const tenants = createTenantService({ db: fastify.db, audit: fastify.audit, entitlements: fastify.entitlements })
 
   fastify.get('/api/v1/tenant', {
+    config: { tenantRead: TENANT_READS.tenant },
     schema: {
       tags: ['tenant'],
       response: {
         200: Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Type.String(), createdAt: DateTime })
       }
     }
-  }, async (request) => tenants.get(request.tenant!.id, request.withTenant))
+  }, async (request) => tenants.get(request.tenant!.id, request.withTenant, request.tenantRead))
 
   fastify.get('/api/v1/tenant/members', {
+    config: { tenantRead: TENANT_READS.members },
     schema: { tags: ['tenant'], response: { 200: Type.Object({ members: Type.Array(Member) }) } }
-  }, async (request) => ({ members: await tenants.members(request.tenant!.id, request.withTenant) }))
+  }, async (request) => ({ members: await tenants.members(request.tenant!.id, request.withTenant, request.tenantRead) }))
 
   fastify.post('/api/v1/tenant/members', {
     config: { roles: ['owner', 'admin'] },
