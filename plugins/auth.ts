@@ -85,13 +85,14 @@ export default fp(async (fastify) => {
     // through request.withTenant alone (test/request-transaction.test.ts runs each of them on
     // a pool of one connection, where a second checkout would never come).
     let auth: AuthContext | null
+    const tenantGet = mode === 'tenant' && request.method === 'GET'
     const tenantRead = request.routeOptions.config.tenantRead
-    if (mode === 'tenant' && request.method === 'GET' && tenantRead) {
-      // The whole request in one round trip; nothing is held.
+    if (tenantGet && tenantRead) {
+      // The route's whole read goes with the lookup, as one round trip: nothing is held.
       const found = await sessions.resolveAndRead(token, tenantRead)
       auth = found?.auth ?? null
       request.tenantRead = found?.read ?? null
-    } else if (mode === 'tenant' && request.method === 'GET') {
+    } else if (tenantGet) {
       const held = await sessions.resolveHeld(token)
       auth = held?.auth ?? null
       if (held) {
