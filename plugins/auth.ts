@@ -68,6 +68,14 @@ export default fp(async (fastify) => {
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('heldTransaction', null)
   fastify.decorateRequest('tenantRead', null)
+  // A tenantRead is SQL sent as it is, before the token is known good: hold it to its rules
+  // when the route is declared, not when a request finds out.
+  fastify.addHook('onRoute', (route) => {
+    const read = route.config?.tenantRead
+    if (read !== undefined && (!read.includes('app_tenant_id()') || /[;$]/.test(read))) {
+      throw new Error(`${route.method} ${route.url}: a tenantRead is one constant statement taking its tenant from app_tenant_id(), with no ';' and no parameters`)
+    }
+  })
 
   // Ends a held transaction nothing ran in (refused, answered from cache, or aborted).
   const endHeld = async (request: FastifyRequest) => {
@@ -79,11 +87,15 @@ export default fp(async (fastify) => {
     if (mode === false || request.is404) return
     const token = bearerToken(request)
     if (!token) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
-    // A tenant GET reads under the tenant right after this lookup: BEGIN, the lookup and the
-    // tenant context go as one round trip, and the read joins that transaction. Only GET: no
-    // connection is held while a client sends a body, and GET handlers reach the database
-    // through request.withTenant alone (test/request-transaction.test.ts runs each of them on
-    // a pool of one connection, where a second checkout would never come).
+    // A tenant GET reads under the tenant right after this lookup. If its route declares its
+    // one statement (tenantRead), BEGIN, the lookup, that read and COMMIT go as one round trip;
+    // it runs before the per-tenant limit and role checks, which then decide whether its rows
+    // are answered (a refused token is remembered, so a flood does not repeat it). Otherwise
+    // BEGIN, the lookup and the tenant context go as one round trip, and the handler's reads
+    // join that transaction. Only GET: no connection is held while a client sends a body, and
+    // GET handlers reach the database through request.withTenant alone
+    // (test/request-transaction.test.ts runs each of them on a pool of one connection, where a
+    // second checkout would never come).
     let auth: AuthContext | null
     const tenantGet = mode === 'tenant' && request.method === 'GET'
     const tenantRead = request.routeOptions.config.tenantRead

@@ -204,16 +204,19 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
     /**
      * resolve() and `read` in one transaction and one round trip: BEGIN, the lookup, the read
      * in the session's tenant, COMMIT. `read` must be a constant statement that takes its
-     * tenant from the transaction (app_tenant_id()), never from the request: it runs before
-     * the caller knows whether the token is good, and with a bad one it finds no rows (no
-     * tenant is set, and row-level security holds).
+     * tenant from the transaction (app_tenant_id()), never from the request. It runs before
+     * anyone knows whether the token is good, so it must not run with what the lookup sets
+     * before checking: auth_resolve_access sets app.user_id from the token's (unverified)
+     * user id, and row-level security lets that user see their own memberships and sessions.
+     * Clearing it first leaves the read exactly withTenant's scope: the session's tenant, or
+     * nothing at all when the lookup found no session (no tenant is set then).
      */
     async resolveAndRead (accessToken: string, read: string): Promise<{ auth: AuthContext, read: pg.QueryResult } | null> {
       const lookup = lookupStatement(accessToken)
       if (!lookup) return null
-      const results = await db.batch(`BEGIN; ${lookup}; ${read}; COMMIT`)
+      const results = await db.batch(`BEGIN; ${lookup}; SELECT set_config('app.user_id', '', true); ${read}; COMMIT`)
       const row = results[1]!.rows[0] as AccessRow | undefined
-      return row ? { auth: toAuthContext(row), read: results[2]! } : null
+      return row ? { auth: toAuthContext(row), read: results[3]! } : null
     },
 
     /**

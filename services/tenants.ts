@@ -54,7 +54,9 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
   }
 
   // Reads take the caller's TenantRun (a request's, which may join the transaction its auth
-  // lookup opened); by default, a transaction of their own.
+  // lookup opened); by default, a transaction of their own in `tenantId`. Their statements
+  // take the tenant from that transaction (TENANT_READS), so a run must set it: an operator's
+  // would find nothing.
   const own = (tenantId: string): TenantRun => fn => db.withTenant(tenantId, fn)
 
   return {

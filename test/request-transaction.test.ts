@@ -11,21 +11,27 @@ import { bearer, loginOperator, signupTenant } from './support/actors.js'
 const db = await createTestDatabase()
 const admin = await adminClient(db)
 
-/** Counts the statements the app's clients send while `fn` runs. */
-async function statements<T> (fn: () => Promise<T>): Promise<{ result: T, sent: string[] }> {
+/** The statements the app's clients send while `fn` runs, and what each one answered. */
+async function statements<T> (fn: () => Promise<T>): Promise<{ result: T, sent: string[], answers: unknown[] }> {
   const sent: string[] = []
+  const answers: unknown[] = []
   const original = pg.Client.prototype.query
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     const q = args[0] as string | { text: string }
     sent.push(typeof q === 'string' ? q : q.text)
-    return (original as (...a: unknown[]) => unknown).apply(this, args)
+    const answer = (original as (...a: unknown[]) => unknown).apply(this, args)
+    if (answer instanceof Promise) answer.then(r => answers.push(r), () => {})
+    return answer
   } as typeof original
   try {
-    return { result: await fn(), sent }
+    return { result: await fn(), sent, answers }
   } finally {
     pg.Client.prototype.query = original
   }
 }
+
+/** Tenant ids a statement found, the one-round-trip read's results being a list of four. */
+const tenantsFound = (answer: unknown) => ((answer as pg.QueryResult[])[3]!.rows as Array<{ tenantId: string }>).map(r => r.tenantId).sort()
 
 test('a tenant GET whose read is one statement is one round trip: BEGIN, the lookup, the read, COMMIT', async () => {
   const app = await buildTestApp(testConfig(db))
@@ -132,6 +138,72 @@ test('refusals, validation errors and answers from the cache end the held transa
   assert.equal(rb!.json().id, b.tenant!.id)
   const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
   assert.equal(open.rows[0].n, 0)
+})
+
+test('the one-round-trip read has the tenant\'s scope and no more: a forged token for a real user sees nothing, a user of two tenants sees the session\'s', async () => {
+  // A read that leans on row-level security alone (it names app_tenant_id() only to pass the
+  // route check): whatever it finds, the transaction's settings let it find.
+  const RLS_ALONE = 'SELECT DISTINCT tenant_id::text AS "tenantId" FROM memberships WHERE app_tenant_id() IS NULL OR tenant_id IS NOT NULL'
+  const app = await buildTestApp(testConfig(db), {
+    setup: (app) => { app.get('/probe/memberships', { config: { tenantRead: RLS_ALONE } }, async (request) => request.tenantRead!.rows) }
+  })
+  const a = await signupTenant(app)
+  const b = await signupTenant(app)
+  // a's user is also a member of b's tenant; a's session acts in a's.
+  const added = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(b), payload: { email: a.user.email, role: 'member' } })
+  assert.equal(added.statusCode, 201, added.body)
+
+  const { result: own, answers } = await statements(() => app.inject({ url: '/probe/memberships', headers: bearer(a) }))
+  assert.equal(own.statusCode, 200, own.body)
+  assert.deepEqual(own.json().map((r: { tenantId: string }) => r.tenantId), [a.tenant!.id], 'the session\'s tenant only')
+  assert.deepEqual(tenantsFound(answers[0]), [a.tenant!.id])
+
+  // The token's user id is a's, its secret wrong: the lookup sets nothing the read may use.
+  const forged = a.accessToken.slice(0, -4) + (a.accessToken.endsWith('AAAA') ? 'BBBB' : 'AAAA')
+  const { result: bad, answers: badAnswers } = await statements(() => app.inject({ url: '/probe/memberships', headers: { authorization: `Bearer ${forged}` } }))
+  assert.equal(bad.statusCode, 401, bad.body)
+  assert.deepEqual(tenantsFound(badAnswers[0]), [], 'the read found no rows, not just an answer that hid them')
+})
+
+test('a tenantRead that could carry request data or skip the tenant is refused when the route is declared', async () => {
+  for (const tenantRead of ['SELECT * FROM memberships WHERE tenant_id = $1', 'SELECT * FROM memberships', 'SELECT 1 WHERE app_tenant_id() IS NOT NULL; SELECT * FROM users']) {
+    await assert.rejects(buildTestApp(testConfig(db), {
+      setup: (app) => { app.get('/probe/bad', { config: { tenantRead } }, async () => ({})) }
+    }), /a tenantRead is one constant statement taking its tenant from app_tenant_id\(\)/, tenantRead)
+  }
+})
+
+test('the one-round-trip read stalled after the lookup: 503 at the statement or the client timeout; the pool of one serves on, nothing left open', async () => {
+  for (const [what, timeouts] of [
+    ['the statement timeout (Postgres ends it; ROLLBACK)', { DB_STATEMENT_TIMEOUT: 300 }],
+    ['the client-side timeout (the connection is destroyed)', { DB_STATEMENT_TIMEOUT: 10_000, DB_QUERY_TIMEOUT: 300 }]
+  ] as const) {
+    const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 1, DB_CONNECTION_TIMEOUT: 2000, ...timeouts }))
+    const t = await signupTenant(app)
+    assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })).statusCode, 200) // warm the entitlement cache
+    // The lookup never reads `tenants`; GET /api/v1/tenant's read does, so it stalls after the lookup.
+    const locker = new pg.Client({ connectionString: db.adminUrl })
+    await locker.connect()
+    try {
+      await locker.query('BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE')
+      const stalled = await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })
+      assert.equal(stalled.statusCode, 503, `${what}: ${stalled.body}`)
+      assert.equal(stalled.json().code, 'SERVICE_UNAVAILABLE')
+      // The one connection was rolled back or replaced, not handed on with the stalled batch.
+      const other = await app.inject({ url: '/api/v1/tenant/members', headers: bearer(t) })
+      assert.equal(other.statusCode, 200, `${what}: ${other.body}`)
+    } finally {
+      await locker.query('COMMIT')
+      await locker.end()
+    }
+    const again = await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })
+    assert.equal(again.statusCode, 200, `${what}: ${again.body}`)
+    assert.equal(again.json().id, t.tenant!.id)
+    await waitFor(async () => {
+      const { rows: [row] } = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
+      return row.n === 0
+    }, { what: `${what}: no transaction left open` })
+  }
 })
 
 test('clients that go away mid-request leave no connection checked out', async () => {
