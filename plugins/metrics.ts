@@ -65,8 +65,9 @@ export default fp(async (fastify) => {
   gauge('govula_db_pool_max', 'Pool size (DB_MAX_CONNECTIONS)', () => config.DB_MAX_CONNECTIONS)
   // Counters kept by the engine and the limiter, exported as their running totals.
   gauge('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
-  gauge('govula_entitlement_cache_misses_total', 'Entitlement checks computed from the database', () => fastify.entitlements?.stats.misses)
+  gauge('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache', () => fastify.entitlements?.stats.misses)
   gauge('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events', () => fastify.entitlements?.stats.invalidations)
+  gauge('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)', () => fastify.entitlements?.stats.loads)
   gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up (absent when broadcast is off)', () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
   gauge('govula_entitlement_broadcast_reconnects_total', 'LISTEN reconnections', () => fastify.entitlementBroadcast?.reconnects)
   gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer', () => fastify.limiterHealth?.failOpens)

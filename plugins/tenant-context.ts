@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { PoolClient } from 'pg'
 import type { TenantRun } from '../services/database.js'
 
 declare module 'fastify' {
@@ -23,6 +24,8 @@ export default fp(async (fastify) => {
     // A closure per request, so services can take request.withTenant as their TenantRun. The
     // first call joins the transaction the auth lookup left open (plugins/auth.ts), if any.
     const held = request.heldTransaction
-    request.withTenant = held ? (fn) => held.run(fn) ?? fastify.db.withTenant(id, fn) : (fn) => fastify.db.withTenant(id, fn)
+    request.withTenant = held
+      ? Object.assign(<T>(fn: (c: PoolClient) => Promise<T>) => held.run(fn) ?? fastify.db.withTenant(id, fn), { holding: true })
+      : (fn) => fastify.db.withTenant(id, fn)
   })
 }, { name: 'tenant-context', dependencies: ['db', 'auth'], fastify: '5.x' })

@@ -9,8 +9,12 @@ export function isUuid (value: unknown): value is string {
   return typeof value === 'string' && UUID.test(value)
 }
 
-/** Runs fn in one tenant's transaction (db.withTenant bound to a tenant, or a request's). */
-export type TenantRun = <T>(fn: (client: pg.PoolClient) => Promise<T>) => Promise<T>
+/**
+ * Runs fn in one tenant's transaction (db.withTenant bound to a tenant, or a request's).
+ * `holding`: it runs on a connection the caller already holds (a request's held transaction),
+ * so the caller must never wait on work that needs another pooled connection meanwhile.
+ */
+export type TenantRun = (<T>(fn: (client: pg.PoolClient) => Promise<T>) => Promise<T>) & { readonly holding?: boolean }
 
 /** A transaction opened ahead of its first use, holding its pooled connection until it ends. */
 export interface HeldTransaction {

@@ -130,7 +130,8 @@ export function decide (state: TenantState, feature: string, now: number, graceM
 
 interface CacheEntry { decision: Decision, expiresAt: number }
 
-export interface EngineStats { hits: number, misses: number, invalidations: number }
+/** `loads`: reads of a tenant's entitlements from Postgres (concurrent misses share one). */
+export interface EngineStats { hits: number, misses: number, invalidations: number, loads: number }
 
 export interface EngineOptions {
   db: Database
@@ -150,22 +151,51 @@ export interface EngineOptions {
 export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }: EngineOptions) {
   const cache = new Map<string, Map<string, CacheEntry>>()
   const events = new EventEmitter()
-  const stats: EngineStats = { hits: 0, misses: 0, invalidations: 0 }
+  const stats: EngineStats = { hits: 0, misses: 0, invalidations: 0, loads: 0 }
+
+  // A change can land while a read of the tenant is in flight, after it took its snapshot: what
+  // that read found must then be neither cached nor shared. Each invalidation moves the
+  // tenant's generation (invalidateAll moves every tenant's, through `epoch`), and a read
+  // started in an older generation is left out of both.
+  let epoch = 0
+  const generations = new Map<string, number>()
+  const generation = (tenantId: string) => `${epoch}:${generations.get(tenantId) ?? 0}`
 
   function invalidate (tenantId: string) {
+    generations.set(tenantId, (generations.get(tenantId) ?? 0) + 1)
     if (cache.delete(tenantId)) stats.invalidations++
   }
   for (const type of CHANGE_TYPES) events.on(type, (change: { tenantId: string }) => invalidate(change.tenantId))
 
-  async function load (tenantId: string, run?: TenantRun): Promise<TenantState | null> {
-    // Entitlements are tenant data: read them under that tenant's row-level security, in the
-    // caller's transaction when it gives one (a request's: no second pooled connection).
+  // One read per tenant at a time: when an entry expires under load, every request that finds
+  // it missing would otherwise read the same rows, each on a pooled connection of its own.
+  // Only callers that hold no connection share it: one that holds one (a request's held
+  // transaction) reads in it, as before. Were it to wait on a shared read that needs a
+  // connection of its own, enough such callers would hold the whole pool while waiting for
+  // one, and nothing would move until the checkout timed out.
+  const inFlight = new Map<string, { generation: string, state: Promise<TenantState | null> }>()
+
+  function load (tenantId: string, run?: TenantRun): { generation: string, state: Promise<TenantState | null> } {
+    const current = generation(tenantId)
+    // Entitlements are tenant data: read them under that tenant's row-level security.
     const reader = (c: Queryable) => loadTenantState(c, tenantId)
-    return run ? run(reader) : db.withTenant(tenantId, reader)
+    if (run?.holding) {
+      stats.loads++
+      return { generation: current, state: run(reader) }
+    }
+    const shared = inFlight.get(tenantId)
+    if (shared?.generation === current) return shared
+    stats.loads++
+    const state = run ? run(reader) : db.withTenant(tenantId, reader)
+    const entry = { generation: current, state }
+    inFlight.set(tenantId, entry)
+    const settled = () => { if (inFlight.get(tenantId) === entry) inFlight.delete(tenantId) }
+    state.then(settled, settled)
+    return entry
   }
 
-  function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number) {
-    if (!decision.allowed || ttlMs <= 0) return
+  function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number, readIn: string) {
+    if (!decision.allowed || ttlMs <= 0 || readIn !== generation(tenantId)) return
     let perTenant = cache.get(tenantId)
     if (!perTenant) cache.set(tenantId, perTenant = new Map())
     perTenant.set(feature, { decision, expiresAt: Math.min(at + ttlMs, until) })
@@ -183,23 +213,25 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
         return hit.decision
       }
       stats.misses++
-      const state = await load(tenantId, run)
+      const read = load(tenantId, run)
+      const state = await read.state
       if (!state) return { allowed: false, limit: null, source: 'plan', reason: 'unknown tenant' }
       const { decision, until } = decide(state, feature, at, graceMs)
-      remember(tenantId, feature, decision, until, at)
+      remember(tenantId, feature, decision, until, at, read.generation)
       return decision
     },
 
     /** Every feature at once, computed fresh (GET /api/v1/entitlements). */
     async snapshot (tenantId: string, run?: TenantRun) {
       const at = now()
-      const state = await load(tenantId, run)
+      const read = load(tenantId, run)
+      const state = await read.state
       if (!state) return null
       const features: Record<string, Decision> = {}
       for (const f of FEATURES) {
         const { decision, until } = decide(state, f, at, graceMs)
         features[f] = decision
-        remember(tenantId, f, decision, until, at)
+        remember(tenantId, f, decision, until, at, read.generation)
       }
       return { plan: state.plan, lifecycle: effectiveLifecycle(state, at, graceMs).lifecycle, features }
     },
@@ -211,6 +243,7 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
 
     invalidate,
     invalidateAll () {
+      epoch++
       stats.invalidations += cache.size
       cache.clear()
     }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { backoffDelay } from '../services/entitlement-broadcast.js'
+import type { TenantRun } from '../services/database.js'
 import { createEntitlementEngine } from '../services/entitlements.js'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
@@ -143,6 +144,52 @@ test('dates take effect on time with a warm cache: contract end, trial end (fake
   assert.match(seats.reason, /past due/)
   clock += 8 * 86_400_000 // grace over: treated as suspended
   assert.deepEqual(await engine.check(t.tenant!.id, 'seats'), { allowed: false, limit: 0, source: 'lifecycle', reason: 'tenant is suspended: read-only' })
+})
+
+test('concurrent misses of a tenant share one read; a read that overlaps a change answers its own request but is never cached', { timeout: 20_000 }, async () => {
+  const t = await signupTenant(app)
+  const tenantId = t.tenant!.id
+  const engine = createEntitlementEngine({ db: app.db, ttlMs: 60_000, graceMs: 7 * 86_400_000 })
+  const c = await admin()
+
+  // The stampede: 50 checks find the cache cold at once.
+  let reads = 0
+  const counted: TenantRun = (fn) => { reads++; return app.db.withTenant(tenantId, fn) }
+  const decisions = await Promise.all(Array.from({ length: 50 }, () => engine.check(tenantId, 'seats', counted)))
+  assert.equal(reads, 1, 'one read for 50 concurrent misses')
+  assert.equal(engine.stats.loads, 1)
+  assert.ok(decisions.every(d => d.allowed && d.limit === 3), 'each got the free plan\'s decision')
+
+  // The overlap: a read finds the free plan, and before it is answered the plan changes.
+  engine.invalidate(tenantId)
+  let found = false
+  let release!: () => void
+  const held = new Promise<void>(resolve => { release = resolve })
+  const slow: TenantRun = async (fn) => {
+    const state = await app.db.withTenant(tenantId, fn)
+    found = true
+    await held
+    return state
+  }
+  const overlapping = engine.check(tenantId, 'seats', slow)
+  await waitFor(() => found, { what: 'the slow read to have read' })
+  await c.query("UPDATE tenants SET plan = 'pro' WHERE id = $1", [tenantId])
+  engine.emitChange('entitlement.changed', tenantId)
+  // A check after the change does not join the read that started before it.
+  assert.equal((await engine.check(tenantId, 'seats')).limit, 25)
+  assert.equal(engine.stats.loads, 3)
+  release()
+  assert.equal((await overlapping).limit, 3, 'the overlapping read answers its own request with what it found')
+  const misses = engine.stats.misses
+  assert.equal((await engine.check(tenantId, 'seats')).limit, 25, 'and did not put it in the cache')
+  assert.equal(engine.stats.misses, misses, 'the cache holds the read made after the change')
+
+  // A read that fails is not shared afterwards: the next miss reads again.
+  engine.invalidateAll()
+  const failing: TenantRun = () => Promise.reject(new Error('connection lost'))
+  const failed = await Promise.allSettled([engine.check(tenantId, 'seats', failing), engine.check(tenantId, 'seats', failing)])
+  assert.deepEqual(failed.map(r => r.status), ['rejected', 'rejected'])
+  assert.equal((await engine.check(tenantId, 'seats')).limit, 25)
 })
 
 test('three instances with broadcast: a downgrade through A is denied on B and C within 1 s', async () => {

@@ -66,7 +66,7 @@ test('metrics: off by default; on the main port with METRICS_ENABLED; on its own
   for (const name of [
     'govula_http_request_duration_seconds_bucket{le="0.001",method="GET",route="/api/v1/tenant",status_code="200"}',
     'govula_db_pool_connections{state="total"}', 'govula_db_pool_connections{state="idle"}', 'govula_db_pool_connections{state="waiting"}',
-    'govula_entitlement_cache_hits_total', 'govula_entitlement_cache_misses_total', 'govula_entitlement_cache_invalidations_total',
+    'govula_entitlement_cache_hits_total', 'govula_entitlement_cache_misses_total', 'govula_entitlement_cache_invalidations_total', 'govula_entitlement_loads_total',
     'govula_rate_limit_fail_opens_total', 'govula_audit_append_seconds_count', 'govula_ready 1', 'process_cpu_user_seconds_total', 'nodejs_heap_size_used_bytes'
   ]) assert.ok(res.body.includes(name), `${name} is exported`)
   assert.match(res.body, /govula_entitlement_cache_hits_total [1-9]/)

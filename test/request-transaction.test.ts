@@ -206,6 +206,19 @@ test('the one-round-trip read stalled after the lookup: 503 at the statement or 
   }
 })
 
+test('cold entitlement reads under load: requests that hold a connection never wait on one that needs another (a pool of three)', async () => {
+  // Every request misses the cache (TTL 0). The one-round-trip reads hold no connection when
+  // they check the tenant's limit, so their reads may be shared; the held-transaction GETs read
+  // in their own. If those joined a shared read needing a fourth checkout, they would hold the
+  // pool while waiting for it, and answer 503 once the checkout timed out.
+  const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 3, DB_CONNECTION_TIMEOUT: 2000, ENTITLEMENT_CACHE_TTL_MS: 0 }))
+  const t = await signupTenant(app)
+  const codes = await Promise.all(Array.from({ length: 30 }, (_, i) =>
+    app.inject({ url: i % 2 ? '/api/v1/recordings' : '/api/v1/tenant', headers: bearer(t) }).then(r => r.statusCode)))
+  assert.deepEqual(codes.filter(c => c !== 200), [], 'every request answered 200')
+  await waitFor(() => app.pg.pool.idleCount === app.pg.pool.totalCount, { what: 'every connection back in the pool' })
+})
+
 test('clients that go away mid-request leave no connection checked out', async () => {
   const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 3 }))
   const t = await signupTenant(app)
