@@ -24,8 +24,9 @@ export default fp(async (fastify) => {
     // A closure per request, so services can take request.withTenant as their TenantRun. The
     // first call joins the transaction the auth lookup left open (plugins/auth.ts), if any.
     const held = request.heldTransaction
+    // It holds a connection only until the held transaction has been used (or ended).
     request.withTenant = held
-      ? Object.assign(<T>(fn: (c: PoolClient) => Promise<T>) => held.run(fn) ?? fastify.db.withTenant(id, fn), { holding: true })
+      ? Object.defineProperty(<T>(fn: (c: PoolClient) => Promise<T>) => held.run(fn) ?? fastify.db.withTenant(id, fn), 'holding', { get: () => !held.ended })
       : (fn) => fastify.db.withTenant(id, fn)
   })
 }, { name: 'tenant-context', dependencies: ['db', 'auth'], fastify: '5.x' })

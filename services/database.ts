@@ -22,6 +22,8 @@ export interface HeldTransaction {
   run<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> | null
   /** Ends it with COMMIT unless run() already did. Idempotent. */
   end(): Promise<void>
+  /** True once run() or end() has been called: its connection is back in the pool, or on its way. */
+  readonly ended: boolean
 }
 
 /** Transactions over a pg pool, with the tenant context set for row-level security. */
@@ -120,7 +122,8 @@ export function createDatabase (pool: pg.Pool): Database {
           if (ended) return
           ended = true
           await within(client, async () => undefined)
-        }
+        },
+        get ended () { return ended }
       }
       return { transaction, results: asList(results) }
     },

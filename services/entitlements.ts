@@ -186,7 +186,9 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     const shared = inFlight.get(tenantId)
     if (shared?.generation === current) return shared
     stats.loads++
-    const state = run ? run(reader) : db.withTenant(tenantId, reader)
+    // In a transaction of its own: what it finds is answered to others and cached, so it must
+    // not be any one caller's view.
+    const state = db.withTenant(tenantId, reader)
     const entry = { generation: current, state }
     inFlight.set(tenantId, entry)
     const settled = () => { if (inFlight.get(tenantId) === entry) inFlight.delete(tenantId) }
@@ -244,6 +246,7 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     invalidate,
     invalidateAll () {
       epoch++
+      generations.clear() // the new epoch starts every tenant afresh
       stats.invalidations += cache.size
       cache.clear()
     }

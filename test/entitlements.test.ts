@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { backoffDelay } from '../services/entitlement-broadcast.js'
-import type { TenantRun } from '../services/database.js'
+import type { Database } from '../services/database.js'
 import { createEntitlementEngine } from '../services/entitlements.js'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
@@ -149,47 +149,73 @@ test('dates take effect on time with a warm cache: contract end, trial end (fake
 test('concurrent misses of a tenant share one read; a read that overlaps a change answers its own request but is never cached', { timeout: 20_000 }, async () => {
   const t = await signupTenant(app)
   const tenantId = t.tenant!.id
-  const engine = createEntitlementEngine({ db: app.db, ttlMs: 60_000, graceMs: 7 * 86_400_000 })
+  // The engine's own reads, counted, and held back when a test needs one in flight.
+  let reads = 0
+  let found = false
+  let gate: Promise<void> | null = null
+  let failing = false
+  const db: Database = {
+    ...app.db,
+    async withTenant (id, fn) {
+      reads++
+      if (failing) throw new Error('connection lost')
+      const state = await app.db.withTenant(id, fn)
+      found = true
+      if (gate) await gate
+      return state
+    }
+  }
+  const engine = createEntitlementEngine({ db, ttlMs: 60_000, graceMs: 7 * 86_400_000 })
   const c = await admin()
+  /** Starts a check whose read finds the current plan, then waits until released. */
+  async function overlapping (tenant = tenantId) {
+    let release!: () => void
+    gate = new Promise<void>(resolve => { release = resolve })
+    found = false
+    const check = engine.check(tenant, 'seats')
+    await waitFor(() => found, { what: 'the slow read to have read' })
+    gate = null
+    return { check, release }
+  }
 
   // The stampede: 50 checks find the cache cold at once.
-  let reads = 0
-  const counted: TenantRun = (fn) => { reads++; return app.db.withTenant(tenantId, fn) }
-  const decisions = await Promise.all(Array.from({ length: 50 }, () => engine.check(tenantId, 'seats', counted)))
+  const decisions = await Promise.all(Array.from({ length: 50 }, () => engine.check(tenantId, 'seats')))
   assert.equal(reads, 1, 'one read for 50 concurrent misses')
   assert.equal(engine.stats.loads, 1)
   assert.ok(decisions.every(d => d.allowed && d.limit === 3), 'each got the free plan\'s decision')
 
   // The overlap: a read finds the free plan, and before it is answered the plan changes.
   engine.invalidate(tenantId)
-  let found = false
-  let release!: () => void
-  const held = new Promise<void>(resolve => { release = resolve })
-  const slow: TenantRun = async (fn) => {
-    const state = await app.db.withTenant(tenantId, fn)
-    found = true
-    await held
-    return state
-  }
-  const overlapping = engine.check(tenantId, 'seats', slow)
-  await waitFor(() => found, { what: 'the slow read to have read' })
+  const first = await overlapping()
   await c.query("UPDATE tenants SET plan = 'pro' WHERE id = $1", [tenantId])
   engine.emitChange('entitlement.changed', tenantId)
   // A check after the change does not join the read that started before it.
   assert.equal((await engine.check(tenantId, 'seats')).limit, 25)
-  assert.equal(engine.stats.loads, 3)
-  release()
-  assert.equal((await overlapping).limit, 3, 'the overlapping read answers its own request with what it found')
-  const misses = engine.stats.misses
+  assert.equal(reads, 3)
+  first.release()
+  assert.equal((await first.check).limit, 3, 'the overlapping read answers its own request with what it found')
   assert.equal((await engine.check(tenantId, 'seats')).limit, 25, 'and did not put it in the cache')
-  assert.equal(engine.stats.misses, misses, 'the cache holds the read made after the change')
+  assert.equal(reads, 3, 'the cache holds the read made after the change')
 
-  // A read that fails is not shared afterwards: the next miss reads again.
+  // The same with the whole cache dropped (the broadcast listener's reconnect) instead of one
+  // tenant's, for a tenant this engine has never invalidated.
+  const other = (await signupTenant(app)).tenant!.id
+  const second = await overlapping(other)
+  await c.query("UPDATE tenants SET plan = 'enterprise' WHERE id = $1", [other])
   engine.invalidateAll()
-  const failing: TenantRun = () => Promise.reject(new Error('connection lost'))
-  const failed = await Promise.allSettled([engine.check(tenantId, 'seats', failing), engine.check(tenantId, 'seats', failing)])
+  second.release()
+  assert.equal((await second.check).limit, 3)
+  assert.equal((await engine.check(other, 'seats')).limit, null, 'the read from before the drop was not cached')
+
+  // A read that fails is shared by the checks that came meanwhile, and not afterwards.
+  engine.invalidateAll()
+  failing = true
+  const before = reads
+  const failed = await Promise.allSettled([engine.check(tenantId, 'seats'), engine.check(tenantId, 'seats')])
   assert.deepEqual(failed.map(r => r.status), ['rejected', 'rejected'])
-  assert.equal((await engine.check(tenantId, 'seats')).limit, 25)
+  assert.equal(reads, before + 1, 'one read for both')
+  failing = false
+  assert.equal((await engine.check(tenantId, 'seats')).limit, 25, 'the next miss reads again')
 })
 
 test('three instances with broadcast: a downgrade through A is denied on B and C within 1 s', async () => {
