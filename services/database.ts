@@ -67,12 +67,15 @@ async function abandon (client: pg.PoolClient, err: unknown): Promise<Error | un
 }
 
 export function createDatabase (pool: pg.Pool): Database {
-  /** Runs fn on a checked-out client, then COMMIT (ROLLBACK when anything throws) and release. */
-  async function within<T> (client: pg.PoolClient, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * Runs fn on a checked-out client, then COMMIT (ROLLBACK when anything throws) and release.
+   * `commit: false` when fn's own statements end the transaction.
+   */
+  async function within<T> (client: pg.PoolClient, fn: (client: pg.PoolClient) => Promise<T>, { commit = true } = {}): Promise<T> {
     let broken: Error | undefined
     try {
       const result = await fn(client)
-      await client.query('COMMIT')
+      if (commit) await client.query('COMMIT')
       return result
     } catch (err) {
       broken = await abandon(client, err)
@@ -127,18 +130,8 @@ export function createDatabase (pool: pg.Pool): Database {
       }
       return { transaction, results: asList(results) }
     },
-    async batch (statements) {
-      const client = await pool.connect()
-      let broken: Error | undefined
-      try {
-        return asList(await client.query(statements) as pg.QueryResult | pg.QueryResult[])
-      } catch (err) {
-        // A statement that fails skips the rest, COMMIT included: the transaction is left open.
-        broken = await abandon(client, err)
-        throw err
-      } finally {
-        client.release(broken)
-      }
-    }
+    // A statement that fails skips the rest, COMMIT included: within() then rolls back.
+    batch: async (statements) => within(await pool.connect(),
+      async (client) => asList(await client.query(statements) as pg.QueryResult | pg.QueryResult[]), { commit: false })
   }
 }

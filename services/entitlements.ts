@@ -154,15 +154,17 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
   const stats: EngineStats = { hits: 0, misses: 0, invalidations: 0, loads: 0 }
 
   // A change can land while a read of the tenant is in flight, after it took its snapshot: what
-  // that read found must then be neither cached nor shared. Each invalidation moves the
-  // tenant's generation (invalidateAll moves every tenant's, through `epoch`), and a read
-  // started in an older generation is left out of both.
+  // that read found must then be neither cached nor shared. Every invalidation draws a new
+  // number from one counter: a tenant's generation is the number of its latest invalidation,
+  // or of the latest invalidateAll (`epoch`), which forgets the others. A read started in an
+  // older generation is left out of both.
+  let counter = 0
   let epoch = 0
   const generations = new Map<string, number>()
-  const generation = (tenantId: string) => `${epoch}:${generations.get(tenantId) ?? 0}`
+  const generation = (tenantId: string) => generations.get(tenantId) ?? epoch
 
   function invalidate (tenantId: string) {
-    generations.set(tenantId, (generations.get(tenantId) ?? 0) + 1)
+    generations.set(tenantId, ++counter)
     if (cache.delete(tenantId)) stats.invalidations++
   }
   for (const type of CHANGE_TYPES) events.on(type, (change: { tenantId: string }) => invalidate(change.tenantId))
@@ -173,9 +175,9 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
   // transaction) reads in it, as before. Were it to wait on a shared read that needs a
   // connection of its own, enough such callers would hold the whole pool while waiting for
   // one, and nothing would move until the checkout timed out.
-  const inFlight = new Map<string, { generation: string, state: Promise<TenantState | null> }>()
+  const inFlight = new Map<string, { generation: number, state: Promise<TenantState | null> }>()
 
-  function load (tenantId: string, run?: TenantRun): { generation: string, state: Promise<TenantState | null> } {
+  function load (tenantId: string, run?: TenantRun): { generation: number, state: Promise<TenantState | null> } {
     const current = generation(tenantId)
     // Entitlements are tenant data: read them under that tenant's row-level security.
     const reader = (c: Queryable) => loadTenantState(c, tenantId)
@@ -196,7 +198,7 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     return entry
   }
 
-  function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number, readIn: string) {
+  function remember (tenantId: string, feature: string, decision: Decision, until: number, at: number, readIn: number) {
     if (!decision.allowed || ttlMs <= 0 || readIn !== generation(tenantId)) return
     let perTenant = cache.get(tenantId)
     if (!perTenant) cache.set(tenantId, perTenant = new Map())
@@ -245,8 +247,8 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
 
     invalidate,
     invalidateAll () {
-      epoch++
-      generations.clear() // the new epoch starts every tenant afresh
+      epoch = ++counter
+      generations.clear()
       stats.invalidations += cache.size
       cache.clear()
     }

@@ -30,6 +30,15 @@ async function statements<T> (fn: () => Promise<T>): Promise<{ result: T, sent: 
   }
 }
 
+/** Transactions of the runtime role left open on the test database. */
+async function openTransactions () {
+  const { rows: [row] } = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
+  return row.n as number
+}
+
+/** The token with a wrong secret: well formed, and naming the same (real) user. */
+const forge = (token: string) => token.slice(0, -4) + (token.endsWith('AAAA') ? 'BBBB' : 'AAAA')
+
 /** Tenant ids a statement found, the one-round-trip read's results being a list of four. */
 const tenantsFound = (answer: unknown) => ((answer as pg.QueryResult[])[3]!.rows as Array<{ tenantId: string }>).map(r => r.tenantId).sort()
 
@@ -75,7 +84,7 @@ test('the one-round-trip read: a bad, revoked or tenantless token reads nothing 
   const b = await signupTenant(app)
   // A well-formed token of a real user with a wrong secret: the lookup finds no session, so no
   // tenant is set and the read in the same round trip finds nothing to return.
-  const forged = a.accessToken.slice(0, -4) + (a.accessToken.endsWith('AAAA') ? 'BBBB' : 'AAAA')
+  const forged = forge(a.accessToken)
   const { result: bad, sent } = await statements(() => app.inject({ url: '/api/v1/tenant/members', headers: { authorization: `Bearer ${forged}` } }))
   assert.equal(bad.statusCode, 401, bad.body)
   assert.equal(bad.json().code, 'AUTH_INVALID_TOKEN')
@@ -99,8 +108,7 @@ test('the one-round-trip read: a bad, revoked or tenantless token reads nothing 
   const logout = await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(a) })
   assert.equal(logout.statusCode, 204, logout.body)
   assert.equal((await app.inject({ url: '/api/v1/tenant/members', headers: bearer(a) })).statusCode, 401)
-  const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
-  assert.equal(open.rows[0].n, 0, 'nothing left open')
+  assert.equal(await openTransactions(), 0, 'nothing left open')
 })
 
 test('on a pool of one connection, every tenant GET route answers with cold caches (no second checkout while one is held)', async () => {
@@ -136,8 +144,7 @@ test('refusals, validation errors and answers from the cache end the held transa
   const [ra, rb] = await Promise.all([a, b].map(t => app.inject({ url: '/api/v1/tenant', headers: bearer(t) })))
   assert.equal(ra!.json().id, a.tenant!.id)
   assert.equal(rb!.json().id, b.tenant!.id)
-  const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
-  assert.equal(open.rows[0].n, 0)
+  assert.equal(await openTransactions(), 0)
 })
 
 test('the one-round-trip read has the tenant\'s scope and no more: a forged token for a real user sees nothing, a user of two tenants sees the session\'s', async () => {
@@ -159,7 +166,7 @@ test('the one-round-trip read has the tenant\'s scope and no more: a forged toke
   assert.deepEqual(tenantsFound(answers[0]), [a.tenant!.id])
 
   // The token's user id is a's, its secret wrong: the lookup sets nothing the read may use.
-  const forged = a.accessToken.slice(0, -4) + (a.accessToken.endsWith('AAAA') ? 'BBBB' : 'AAAA')
+  const forged = forge(a.accessToken)
   const { result: bad, answers: badAnswers } = await statements(() => app.inject({ url: '/probe/memberships', headers: { authorization: `Bearer ${forged}` } }))
   assert.equal(bad.statusCode, 401, bad.body)
   assert.deepEqual(tenantsFound(badAnswers[0]), [], 'the read found no rows, not just an answer that hid them')
@@ -199,10 +206,7 @@ test('the one-round-trip read stalled after the lookup: 503 at the statement or 
     const again = await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })
     assert.equal(again.statusCode, 200, `${what}: ${again.body}`)
     assert.equal(again.json().id, t.tenant!.id)
-    await waitFor(async () => {
-      const { rows: [row] } = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND state LIKE 'idle in transaction%'")
-      return row.n === 0
-    }, { what: `${what}: no transaction left open` })
+    await waitFor(async () => await openTransactions() === 0, { what: `${what}: no transaction left open` })
   }
 })
 
