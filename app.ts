@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import helmet from '@fastify/helmet'
 import pino, { type Logger } from 'pino'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { problem } from './errors.js'
 import { refuseNonFiniteNumbers } from './routes/schemas.js'
+import { checkedClientAddress, trustProxyOption } from './services/client-address.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import db from './plugins/db.js'
@@ -81,7 +83,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: config.BODY_LIMIT,
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: false,
     // Errors raised before routing (a malformed URL) get the same problem+json shape.
     frameworkErrors: (error, request, reply) => {
@@ -93,10 +95,29 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  if (config.TRUST_PROXY !== false) {
+    // request.ip is derived from X-Forwarded-For on every read; derive it once, and never let
+    // a hop that is no address (a client wrote it) become the client's rate-limit key or audit IP.
+    app.addHook('onRequest', (request, _reply, done) => {
+      Object.defineProperty(request, 'ip', { value: checkedClientAddress(request.ip, request.socket.remoteAddress), enumerable: true })
+      done()
+    })
+  }
   app.addHook('onRoute', refuseNonFiniteNumbers)
 
   await app.register(configPlugin, { config })
   await app.register(errorHandler)
+  // Headers for a JSON API: no sniffing, no framing, HSTS, and a CSP under which nothing loads
+  // (a stored payload is never run as a page); /docs sets its own CSP (plugins/openapi.ts).
+  await app.register(helmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    frameguard: { action: 'deny' }
+  })
+  // No cache keeps an API answer (a token above all: RFC 6749 §5.1) unless its route says so.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.url.startsWith('/api/')) reply.header('cache-control', 'no-store')
+    done()
+  })
   await app.register(db)
   await app.register(bootEnvelope)
   await app.register(metrics)

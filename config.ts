@@ -1,4 +1,5 @@
 import { createAuditSigner } from './services/audit-checkpoints.js'
+import { parseTrustProxy } from './services/client-address.js'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -15,6 +16,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
   METRICS_ENABLED: Bool(false),
   METRICS_PORT: Int(0, 0, 65535),
+  // /metrics on the public port (no auth) only when asked for; otherwise METRICS_PORT is needed to serve it.
+  METRICS_PUBLIC: Bool(false),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
 
   DATABASE_URL: Type.Optional(PostgresUrl),
@@ -26,6 +29,10 @@ export const ConfigSchema = Type.Object({
   DB_STATEMENT_TIMEOUT: Int(10_000, 0),
   // Client-side bound on one statement's round trip; unset: see queryTimeoutMs.
   DB_QUERY_TIMEOUT: Type.Optional(Type.Integer({ minimum: 0 })),
+  // A tenant's share of the pool, so one tenant's slow reads cannot starve the others; unset: half of DB_MAX_CONNECTIONS.
+  DB_TENANT_MAX_CONNECTIONS: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  // How long a request over its tenant's share waits for one of the tenant's connections before a 429; unset: DB_CONNECTION_TIMEOUT.
+  DB_TENANT_QUEUE_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0 })),
   MIGRATE_ON_BOOT: Bool(true),
 
   DATA_DIR: Type.String({ default: '.data', minLength: 1 }),
@@ -35,7 +42,9 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100),
   SHUTDOWN_DRAIN_DELAY_MS: Int(0, 0),
   BODY_LIMIT: Int(1_048_576, 1024),
-  TRUST_PROXY: Bool(false),
+  // Which proxies may name the client (X-Forwarded-For): false, a hop count, or their IPs/CIDRs;
+  // `true` is refused at boot, as it lets the client pick its own address (services/client-address.ts).
+  TRUST_PROXY: Type.Union([Type.Literal(false), Type.Integer({ minimum: 1 }), Type.String({ minLength: 1 })], { default: false }),
 
   ACCESS_TOKEN_TTL_S: Int(900, 10),
   REFRESH_TOKEN_TTL_S: Int(30 * 24 * 3600, 60),
@@ -45,12 +54,23 @@ export const ConfigSchema = Type.Object({
   ARGON2_TIME_COST: Int(2, 2),
   ARGON2_PARALLELISM: Int(1, 1, 16),
   ARGON2_MAX_CONCURRENCY: Int(4, 1, 64),
+  // Failed credential checks on one email in an hour (OWASP ASVS: at most 100); past it only clients that failed there are refused.
   LOGIN_MAX_FAILURES_PER_HOUR: Int(100, 1),
+  // Failures one client address (an IPv6 /64) may make on one email in its hour before it alone is refused there.
+  LOGIN_MAX_FAILURES_PER_CLIENT: Int(10, 1),
+  // The wait of a client with no failures while its email is past LOGIN_MAX_FAILURES_PER_HOUR: slows, never locks out.
+  LOGIN_CEILING_DELAY_MS: Int(1000, 0, 10_000),
+  // Live sessions per user; a login past it revokes the oldest (a stolen password cannot pile up sessions).
+  MAX_SESSIONS_PER_USER: Int(50, 1, 10_000),
   RATE_LIMIT_MAX: Int(1200, 1),
   RATE_LIMIT_WINDOW: Int(60_000, 1000),
   AUTH_RATE_LIMIT_MAX: Int(20, 1),
   AUTH_RATE_LIMIT_WINDOW_MS: Int(60_000, 1000),
   AUTH_RATE_LIMIT_FALLBACK_MAX: Int(10, 1),
+  // Percent of a tenant's api_requests_per_minute one user may spend, so one member cannot starve the rest.
+  TENANT_RATE_LIMIT_USER_SHARE: Int(50, 1, 100),
+  // Wrong cron secrets per client IP per minute before 429: a secret guesser gets a handful, not the general limit.
+  CRON_AUTH_FAILURES_PER_MINUTE: Int(5, 1),
   REDIS_COMMAND_TIMEOUT_MS: Int(100, 10),
   OPERATOR_BOOTSTRAP_EMAIL: Type.Optional(Type.String({ minLength: 3 })),
   OPERATOR_BOOTSTRAP_PASSWORD: Type.Optional(Type.String({ minLength: 8 })),
@@ -130,6 +150,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (raw !== undefined && raw !== '') input[key] = coerce(key, schema as TSchema, raw)
   }
   Object.assign(input, overrides)
+  const trustProxy = parseTrustProxy(input.TRUST_PROXY)
+  if ('error' in trustProxy) throw new ConfigError('TRUST_PROXY', trustProxy.error)
+  input.TRUST_PROXY = trustProxy.value
   const withDefaults = Value.Default(ConfigSchema, input)
   const first = Value.Errors(ConfigSchema, withDefaults).First()
   if (first) {

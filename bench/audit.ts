@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { verifyChain } from '../services/audit.js'
 import { createDatabase } from '../services/database.js'
+import { createContextSigner, loadContextKey } from '../services/request-context.js'
 import { auditBench } from './lib/inprocess.js'
 import { benchDatabase, machine } from './support.js'
 
@@ -30,7 +31,7 @@ const batchSize = Number(args.batch)
 const db = await benchDatabase()
 const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: Number(args.pool) })
 pool.on('error', () => {})
-const app = createDatabase(pool)
+const app = createDatabase(pool, await loadContextKey(createContextSigner(), db.ownerUrl))
 
 const appendLoad = async (chains: number) => {
   const r = await auditBench(db, { chains, seconds, concurrency, poolSize: Number(args.pool) })

@@ -27,7 +27,7 @@ await app.listen({ port: 0, host: '127.0.0.1' })
 const address = app.server.address()
 const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/api/v1/tenant`
 
-await app.accounts.ensureOperator('bench-operator@example.test', 'bench password')
+await app.accounts.ensureOperator(db.ownerUrl, 'bench-operator@example.test', 'bench password')
 const operator = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: 'bench-operator@example.test', password: 'bench password' } })).json() as { accessToken: string }
 async function tenantWithLimit (perMinute: number) {
   const signup = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Bench' } })

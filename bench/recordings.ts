@@ -5,17 +5,22 @@
 // process and its Postgres backends spent per event: on a machine shared with other work the
 // throughput drifts with the neighbours, the CPU cost much less.
 //   BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_CONNECTIONS (16), BENCH_BATCH (100)
+// BENCH_MODE=list measures GET /api/v1/recordings instead: its latency with 0 and with
+// BENCH_LIST_EVENTS (200,000) stored events over 100 recordings, and another tenant's list latency
+// while this one keeps 40 lists in flight (sequential fetches over real HTTP).
 import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
-import pg from 'pg'
 import { buildApp } from '../app.js'
-import { benchDatabase, machine, randomEmail } from './support.js'
+import { benchDatabase, machine, percentile, randomEmail } from './support.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16)
 const BATCH = Number(process.env.BENCH_BATCH ?? 100)
+const MODE = process.env.BENCH_MODE ?? 'ingest'
+const LIST_EVENTS = Number(process.env.BENCH_LIST_EVENTS ?? 200_000)
 
 const db = await benchDatabase()
 // The per-IP limit would stop a single load generator long before the database does.
@@ -26,7 +31,7 @@ const url = `http://127.0.0.1:${typeof address === 'object' && address ? address
 
 const signup = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Bench' } })
 const tenant = signup.json() as { accessToken: string, tenant: { id: string } }
-await app.accounts.ensureOperator('bench-operator@example.test', 'bench password')
+await app.accounts.ensureOperator(db.ownerUrl, 'bench-operator@example.test', 'bench password')
 const op = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: 'bench-operator@example.test', password: 'bench password' } })).json()
 const contract = await app.inject({
   method: 'PUT',
@@ -35,6 +40,71 @@ const contract = await app.inject({
   payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000_000 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() }
 })
 if (contract.statusCode !== 200) throw new Error(contract.body)
+
+if (MODE === 'list') {
+  const base = url.replace(/\/events$/, '')
+  const get = async (token: string) => {
+    const started = performance.now()
+    const res = await fetch(base, { headers: { authorization: `Bearer ${token}` } })
+    await res.arrayBuffer()
+    return { ms: performance.now() - started, status: res.status }
+  }
+  const latency = async (token: string, n: number) => {
+    const ms: number[] = []
+    let failed = 0
+    for (let i = 0; i < n; i++) {
+      const r = await get(token)
+      if (r.status !== 200) failed++
+      ms.push(r.ms)
+    }
+    ms.sort((x, y) => x - y)
+    return `${percentile(ms, 50).toFixed(1)} / ${percentile(ms, 99).toFixed(1)} ms${failed ? ` (${failed} of ${n} not 200)` : ''}`
+  }
+  const other = (await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Other' } })).json() as { accessToken: string, tenant: { id: string } }
+  // Neither tenant's request budget may be what limits the figures.
+  for (const id of [tenant.tenant.id, other.tenant.id]) {
+    const res = await app.inject({
+      method: 'PUT',
+      url: `/api/v1/operator/tenants/${id}/contract`,
+      headers: { authorization: `Bearer ${op.accessToken}` },
+      payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000_000, api_requests_per_minute: 1_000_000_000 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() }
+    })
+    if (res.statusCode !== 200) throw new Error(res.body)
+  }
+  // Another tenant's list latency while this tenant keeps 40 lists in flight.
+  const contended = async () => {
+    const state = { running: true }
+    const codes = new Map<number, number>()
+    const flood = Promise.all(Array.from({ length: 40 }, async () => {
+      while (state.running) { const { status } = await get(tenant.accessToken); codes.set(status, (codes.get(status) ?? 0) + 1) }
+    }))
+    const figure = await latency(other.accessToken, 100)
+    state.running = false
+    await flood
+    return `${figure} (the flooding tenant's answers: ${[...codes].map(([c, n]) => `${n} × ${c}`).join(', ')})`
+  }
+  const rows: string[][] = []
+  rows.push(['0', await latency(tenant.accessToken, 200), await latency(other.accessToken, 100), await contended()])
+  // Seeded through the ingest route: 100 recordings, batches of 500, 4 in flight.
+  let next = 0
+  const at = Date.now() - LIST_EVENTS
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (next < LIST_EVENTS) {
+      const from = next
+      next += 500
+      const events = Array.from({ length: Math.min(500, LIST_EVENTS - from) }, (_, k) => ({ id: randomUUID(), recordingId: `rec-${(from + k) % 100}`, type: 'click', occurredAt: new Date(at + from + k).toISOString(), payload: { x: k } }))
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.accessToken}` }, body: JSON.stringify({ events }) })
+      if (res.status !== 202) throw new Error(`ingest answered ${res.status}: ${await res.text()}`)
+    }
+  }))
+  rows.push([LIST_EVENTS.toLocaleString('en'), await latency(tenant.accessToken, 200), await latency(other.accessToken, 100), await contended()])
+  console.log(`machine: ${machine()}; pool ${app.config.DB_MAX_CONNECTIONS}; sequential fetches over HTTP, p50 / p99`)
+  console.log('| stored events | list, 100 recordings a page | another tenant\'s list | another tenant\'s list while this one keeps 40 in flight |\n|---|---|---|---|')
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`)
+  await app.close()
+  await db.stop()
+  process.exit(0)
+}
 
 // The load generator, plain JavaScript in a child process: autocannon, with fresh UUIDs in
 // every batch (a repeated id would be a cheap duplicate, not an ingest) and a payload the size
@@ -69,11 +139,12 @@ function load (): Promise<LoadResult> {
   })
 }
 
-// What the table holds is what was acknowledged: counted as the tenant (row-level security).
-const owner = new pg.Client({ connectionString: db.ownerUrl })
-await owner.connect()
-await owner.query("SELECT set_config('app.tenant_id', $1, false)", [tenant.tenant.id])
-const storedEvents = async () => Number((await owner.query<{ n: string }>('SELECT count(*) AS n FROM recording_events')).rows[0]!.n)
+// What the table holds is what was acknowledged: counted through the recordings list (one page:
+// the load spreads over 10 recordings).
+const storedEvents = async () => {
+  const res = await app.inject({ url: '/api/v1/recordings', headers: { authorization: `Bearer ${tenant.accessToken}` } })
+  return (res.json() as { recordings: Array<{ events: number }> }).recordings.reduce((n, r) => n + r.events, 0)
+}
 
 // CPU seconds of the Postgres backends serving this database (/proc, Linux only).
 const dbName = new URL(db.runtimeUrl).pathname.slice(1)
@@ -105,7 +176,6 @@ for (let i = 0; i < RUNS; i++) {
 }
 const nodeCpu = process.cpuUsage(cpu0.node)
 const cpu = { nodeS: (nodeCpu.user + nodeCpu.system) / 1e6, nodeSystemS: nodeCpu.system / 1e6, pgS: postgresCpuS() - cpu0.pg }
-await owner.end()
 const accepted = results.reduce((sum, r) => sum + r.accepted, 0)
 
 const median = results.map(r => r.eventsPerS).sort((x, y) => x - y)[Math.floor(results.length / 2)]!

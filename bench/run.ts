@@ -160,7 +160,7 @@ async function main () {
       name: file,
       command: process.execPath,
       args: [baselineJs(file)],
-      env: { ...cleanEnv, PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.runtimeUrl, DB_MAX_CONNECTIONS: String(dbMax), ...extra },
+      env: { ...cleanEnv, PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.runtimeUrl, MIGRATION_DATABASE_URL: db.ownerUrl, DB_MAX_CONNECTIONS: String(dbMax), ...extra },
       cwd: ROOT,
       cpu: cpuServer
     })

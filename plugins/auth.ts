@@ -1,11 +1,13 @@
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type pg from 'pg'
+import { databaseUrls } from '../config.js'
 import { AppError } from '../errors.js'
 import { createAccountService, type AccountService } from '../services/accounts.js'
 import { createPasswordHasher } from '../services/passwords.js'
 import type { HeldTransaction } from '../services/database.js'
 import { createSessionService, type AuthContext, type Role } from '../services/sessions.js'
+import { countHeldTransaction } from '../services/tenant-slots.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -63,7 +65,15 @@ export default fp(async (fastify) => {
     db,
     policy: { accessTtlS: config.ACCESS_TOKEN_TTL_S, refreshTtlS: config.REFRESH_TOKEN_TTL_S, idleTimeoutS: config.REFRESH_IDLE_TIMEOUT_S, reuseGraceS: config.REFRESH_REUSE_GRACE_S }
   })
-  const accounts = createAccountService({ db, hasher, sessions, audit: fastify.audit, log, maxFailuresPerHour: config.LOGIN_MAX_FAILURES_PER_HOUR })
+  const accounts = createAccountService({
+    db,
+    hasher,
+    sessions,
+    audit: fastify.audit,
+    log,
+    throttle: { maxFailuresPerClient: config.LOGIN_MAX_FAILURES_PER_CLIENT, maxFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_HOUR, ceilingDelayMs: config.LOGIN_CEILING_DELAY_MS },
+    maxSessionsPerUser: config.MAX_SESSIONS_PER_USER
+  })
   fastify.decorate('accounts', accounts)
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('heldTransaction', null)
@@ -107,13 +117,16 @@ export default fp(async (fastify) => {
     } else if (tenantGet) {
       const held = await sessions.resolveHeld(token)
       auth = held?.auth ?? null
-      if (held) {
-        request.heldTransaction = held.transaction
+      // Now that the tenant is known, its connection counts as one of the tenant's share of the
+      // pool; over the share it is ended at once (null) and the request's reads queue for one.
+      const transaction = held?.auth.tenantId ? await countHeldTransaction(fastify.tenantSlots, held.auth.tenantId, held.transaction) : held?.transaction
+      if (transaction) {
+        request.heldTransaction = transaction
         // The response's 'close' comes whatever happens, including a client that went away
         // (Fastify runs no onResponse hook for a reply it never sends); if it came already,
         // while the lookup ran, end the transaction now.
         if (request.raw.socket?.destroyed) {
-          await held.transaction.end()
+          await transaction.end()
           request.heldTransaction = null
           throw new AppError('BAD_REQUEST', 'the client went away')
         }
@@ -136,11 +149,12 @@ export default fp(async (fastify) => {
 
   // The first operator, created once if absent, after the first readiness round (which
   // applies migrations). A database that is down at boot only delays it to the next boot.
+  // Through the owner connection: the runtime role cannot set is_operator.
   const { OPERATOR_BOOTSTRAP_EMAIL: email, OPERATOR_BOOTSTRAP_PASSWORD: password } = config
   if (email && password) {
     fastify.addHook('onReady', async () => {
       fastify.bootEnvelope.refresh()
-        .then(() => accounts.ensureOperator(email, password))
+        .then(() => accounts.ensureOperator(databaseUrls(config).migration, email, password))
         .then(outcome => log.info({ operator: email, outcome }, 'operator bootstrap'))
         .catch((err: unknown) => log.warn({ err }, 'operator bootstrap failed; it runs again at the next boot'))
     })

@@ -23,6 +23,7 @@ export default fp(async (fastify) => {
     poolMax: config.DB_MAX_CONNECTIONS,
     migrations: await loadMigrations(),
     migrateWith: config.MIGRATE_ON_BOOT ? databaseUrls(config).migration : undefined,
+    context: { signer: fastify.db.context, ownerUrl: databaseUrls(config).migration },
     log
   })
   for (const check of checks) envelope.addCheck(check)

@@ -3,10 +3,14 @@ import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import { databaseUrls, queryTimeoutMs } from '../config.js'
 import { createDatabase, type Database } from '../services/database.js'
+import { createContextSigner } from '../services/request-context.js'
+import { capTenantCheckouts, createTenantSlots, tenantMaxConnections, type TenantSlots } from '../services/tenant-slots.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Database
+    /** Each tenant's share of the pool, counted per checkout (services/tenant-slots.ts). */
+    tenantSlots: TenantSlots
     /** A short id of this app instance (connection names, job run records). */
     instanceId: string
   }
@@ -39,5 +43,8 @@ export default fp(async (fastify) => {
   pool.on('error', (err) => log.warn({ err }, 'idle database client failed'))
   pool.on('connect', (client) => client.on('error', (err) => log.warn({ err }, 'database client failed')))
 
-  fastify.decorate('db', createDatabase(pool))
+  const tenantSlots = createTenantSlots({ max: tenantMaxConnections(config), queueTimeoutMs: config.DB_TENANT_QUEUE_TIMEOUT_MS ?? config.DB_CONNECTION_TIMEOUT })
+  fastify.decorate('tenantSlots', tenantSlots)
+  // The signer's key is read by the readiness check 'request-context' (plugins/boot-envelope.ts).
+  fastify.decorate('db', capTenantCheckouts(createDatabase(pool, createContextSigner()), tenantSlots))
 }, { name: 'db', dependencies: ['config'], fastify: '5.x' })

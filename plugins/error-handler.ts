@@ -42,6 +42,9 @@ function send (request: FastifyRequest, reply: FastifyReply, code: ErrorCode, de
   const body = problem(code, detail, request.id)
   if (extra.errors) body.errors = extra.errors
   if (extra.headers) reply.headers(extra.headers)
+  // RFC 6750 §3: every 401 names the scheme; error="invalid_token" only when a token was sent
+  // and refused (a request without one gets no error code).
+  if (body.status === 401) reply.header('www-authenticate', code === 'AUTH_INVALID_TOKEN' ? 'Bearer error="invalid_token"' : 'Bearer')
   return reply.code(body.status).type('application/problem+json').send(body)
 }
 

@@ -16,9 +16,10 @@ declare module 'fastify' {
 
 /**
  * Prometheus metrics (prom-client), one registry per app instance. Served at GET /metrics only
- * with METRICS_ENABLED: on METRICS_PORT when set (keeps it off the public listener), else on
- * the main port. Values owned by other plugins (pool, caches, broadcast, limiter) are read at
- * scrape time, so the hot path pays nothing for them.
+ * with METRICS_ENABLED: on METRICS_PORT when set (off the public listener), on the main port
+ * (unauthenticated, for anyone who reaches it) only with METRICS_PUBLIC=true as well, else not
+ * at all (a warning says so). Values owned by other plugins (pool, caches, broadcast, limiter)
+ * are read at scrape time, so the hot path pays nothing for them.
  */
 export default fp(async (fastify) => {
   const { config, log } = fastify
@@ -95,6 +96,8 @@ export default fp(async (fastify) => {
       }
     })
     fastify.addHook('onClose', async () => { await new Promise(resolve => server.close(resolve)) })
+  } else if (!config.METRICS_PUBLIC) {
+    log.warn('METRICS_ENABLED without METRICS_PORT: /metrics is not served (set METRICS_PORT, or METRICS_PUBLIC=true to serve it on the public port)')
   } else {
     fastify.get('/metrics', { config: { auth: false, rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {
       const { contentType, body } = await scrape()

@@ -21,6 +21,22 @@ const problemSchema = {
 const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options']
 
+// Swagger UI loads its scripts, styles and images from /docs itself and fetches /docs/json;
+// nothing inline runs but one <style> element its bundle injects, allowed by its hash (after an
+// upgrade of @fastify/swagger-ui, the /docs test in test/security-edge.test.ts names the new
+// hash if it changed). Framing stays forbidden.
+const DOCS_CSP = {
+  defaultSrc: ["'none'"],
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'", "'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='"],
+  imgSrc: ["'self'", 'data:'],
+  fontSrc: ["'self'", 'data:'],
+  connectSrc: ["'self'"],
+  baseUri: ["'none'"],
+  formAction: ["'none'"],
+  frameAncestors: ["'none'"]
+}
+
 /**
  * The OpenAPI 3 document, generated from the route schemas (registered before the routes, as
  * @fastify/swagger collects them when they are declared): JSON at /docs/json, UI at /docs.
@@ -49,9 +65,12 @@ export default fp(async (fastify) => {
       return document.openapiObject
     }
   })
-  // The documentation is public; its routes are declared by the UI plugin, so mark them here.
+  // The documentation is public and the one HTML page served; its routes are declared by the
+  // UI plugin, so mark them here (app.ts registers helmet, which reads config.helmet).
   fastify.addHook('onRoute', (route) => {
-    if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...route.config, auth: false }
+    if (route.url === '/docs' || route.url.startsWith('/docs/')) {
+      route.config = { ...route.config, auth: false, helmet: { contentSecurityPolicy: { useDefaults: false, directives: DOCS_CSP } } } as typeof route.config
+    }
   })
   await fastify.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } })
 }, { name: 'openapi', dependencies: ['config'], fastify: '5.x' })

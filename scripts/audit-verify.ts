@@ -25,8 +25,9 @@ try {
   client = new pg.Client({ connectionString: url, application_name: 'govula-audit-verify' })
   await client.connect()
   // Session-wide on this private connection: the operator context reads every chain
-  // (row-level security is forced even on the owner role).
-  await client.query("SELECT set_config('app.operator', 'on', false)")
+  // (row-level security is forced even on the owner role, which alone may sign a context here).
+  // A day: the verify of a large database outlasts the five minutes a request's context lasts.
+  await client.query("SELECT set_config('app.context', app_context_sign(NULL, NULL, true, 86400), false)")
 
   const started = Date.now()
   let chains = 0

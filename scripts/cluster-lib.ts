@@ -538,7 +538,8 @@ export async function startCluster (opts: ClusterOptions = {}): Promise<Cluster>
       MIGRATION_DATABASE_URL: ownerUrl,
       REDIS_URL: redis.url,
       ENTITLEMENT_BROADCAST_ENABLED: 'true',
-      TRUST_PROXY: 'true',
+      // nginx, on 127.0.0.1 as the replicas are, is the one proxy that may name the client.
+      TRUST_PROXY: '127.0.0.1',
       DB_STATEMENT_TIMEOUT: '0'
     })
     for (const key of Object.keys(opts.appEnv ?? {})) {

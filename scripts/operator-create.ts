@@ -1,6 +1,7 @@
 // `npm run operator:create -- --email E --password P`: creates an operator (a user with the
 // operator flag) through the same service function as the boot-time bootstrap, with the
-// configured argon2 parameters. Connects as DATABASE_URL. Exits 0 when created, 1 when a user
+// configured argon2 parameters. Writes as the owner role (MIGRATION_DATABASE_URL, which defaults
+// to DATABASE_URL): the runtime role cannot set is_operator. Exits 0 when created, 1 when a user
 // with that email already exists (nothing is changed), 2 when it could not run.
 import { parseArgs } from 'node:util'
 import pg from 'pg'
@@ -9,6 +10,7 @@ import { ConfigError, databaseUrls, loadConfig } from '../config.js'
 import { createAccountService, normaliseEmail } from '../services/accounts.js'
 import { appendAudit } from '../services/audit.js'
 import { createDatabase } from '../services/database.js'
+import { createContextSigner, loadContextKey } from '../services/request-context.js'
 import { createPasswordHasher, PASSWORD_MAX, PASSWORD_MIN } from '../services/passwords.js'
 import { createSessionService } from '../services/sessions.js'
 
@@ -41,7 +43,8 @@ try {
   const config = loadConfig(process.env)
   if (!config.DATABASE_URL) throw new ConfigError('DATABASE_URL', 'must be set: the database to create the operator in')
   pool = new pg.Pool({ connectionString: databaseUrls(config).runtime, max: 1, application_name: 'govula-operator-create' })
-  const db = createDatabase(pool)
+  // The runtime pool signs its row-level security context with the key only the owner reads.
+  const db = createDatabase(pool, await loadContextKey(createContextSigner(), databaseUrls(config).migration))
   const hasher = await createPasswordHasher({
     memoryKiB: config.ARGON2_MEMORY_KIB,
     timeCost: config.ARGON2_TIME_COST,
@@ -52,8 +55,17 @@ try {
     db,
     policy: { accessTtlS: config.ACCESS_TOKEN_TTL_S, refreshTtlS: config.REFRESH_TOKEN_TTL_S, idleTimeoutS: config.REFRESH_IDLE_TIMEOUT_S, reuseGraceS: config.REFRESH_REUSE_GRACE_S }
   })
-  const accounts = createAccountService({ db, hasher, sessions, audit: appendAudit, log: pino({ level: 'silent' }), maxFailuresPerHour: config.LOGIN_MAX_FAILURES_PER_HOUR })
-  const outcome = await accounts.ensureOperator(email, password)
+  const accounts = createAccountService({
+    db,
+    hasher,
+    sessions,
+    audit: appendAudit,
+    log: pino({ level: 'silent' }),
+    throttle: { maxFailuresPerClient: config.LOGIN_MAX_FAILURES_PER_CLIENT, maxFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_HOUR, ceilingDelayMs: config.LOGIN_CEILING_DELAY_MS },
+    maxSessionsPerUser: config.MAX_SESSIONS_PER_USER
+  })
+  // As the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL): the runtime role cannot set is_operator.
+  const outcome = await accounts.ensureOperator(databaseUrls(config).migration, email, password)
   if (outcome === 'exists') {
     console.error(`a user with the email ${email} already exists: nothing changed`)
     code = 1

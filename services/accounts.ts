@@ -1,11 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import type pg from 'pg'
+import pg from 'pg'
 import { AppError } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
 import { isUuid, type Database, type Queryable } from './database.js'
 import type { Logger } from './logger.js'
+import { clientKey, createLoginThrottle, type ThrottlePolicy } from './login-throttle.js'
 import type { PasswordHasher } from './passwords.js'
-import { RefreshReuseDetected, setUserContext, type AuthContext, type ClientMeta, type IssuedTokens, type Role, type SessionService } from './sessions.js'
+import { decodeSessionCursor, RefreshReuseDetected, type AuthContext, type ClientMeta, type IssuedTokens, type Role, type SessionService } from './sessions.js'
 
 export interface TenantSummary { id: string, name: string, slug: string, role: Role }
 
@@ -19,26 +20,18 @@ export interface SessionEnvelope {
   session: { id: string }
 }
 
-interface UserRow {
-  id: string
-  email: string
-  password_hash: string
-  is_operator: boolean
-  disabled_at: Date | null
-  locked_for_s: number | null
-}
-
 export interface AccountDeps {
   db: Database
   hasher: PasswordHasher
   sessions: SessionService
   audit: AuditSink
   log: Logger
-  maxFailuresPerHour: number
+  throttle: ThrottlePolicy
+  /** Live sessions a user may hold; a new one past it ends the oldest. */
+  maxSessionsPerUser: number
 }
 
 const invalidCredentials = () => new AppError('AUTH_INVALID_CREDENTIALS', 'email or password is incorrect')
-const UNIQUE_VIOLATION = '23505'
 
 export const normaliseEmail = (email: string) => email.trim().toLowerCase()
 
@@ -79,33 +72,17 @@ function chooseTenant (tenants: TenantSummary[], wanted: string | undefined, isO
 }
 
 /** Sign-up, login, refresh, logout and password changes. No Fastify in here. */
-export function createAccountService ({ db, hasher, sessions, audit, log, maxFailuresPerHour }: AccountDeps) {
+export function createAccountService ({ db, hasher, sessions, audit, log, throttle: throttleDeps, maxSessionsPerUser }: AccountDeps) {
   const actor = (user: { id: string, email: string }) => ({ type: 'user' as const, id: user.id, email: user.email })
 
-  async function findUser (client: Queryable, email: string): Promise<UserRow | undefined> {
-    const { rows: [user] } = await client.query<UserRow>(
-      `SELECT id, email, password_hash, is_operator, disabled_at,
-              CASE WHEN failed_logins >= $2 AND failed_window_start > now() - interval '1 hour'
-                   THEN ceil(extract(epoch FROM failed_window_start + interval '1 hour' - now()))::int END AS locked_for_s
-         FROM users WHERE lower(email) = $1`, [normaliseEmail(email), maxFailuresPerHour])
-    return user
-  }
+  const throttle = createLoginThrottle(throttleDeps)
 
-  /**
-   * Takes one attempt from the account's hourly budget before its password is checked, in one
-   * atomic UPDATE (a fixed one-hour window, in Postgres so every replica shares it): concurrent
-   * guesses cannot all pass a check made before any of them was counted. A right password gives
-   * it back. No row: the account is locked (locked_for_s) or does not exist.
-   */
-  async function claimAttempt (email: string): Promise<UserRow | undefined> {
-    const { rows: [user] } = await db.query<UserRow>(
-      `UPDATE users SET
-         failed_logins = CASE WHEN failed_window_start > now() - interval '1 hour' THEN failed_logins + 1 ELSE 1 END,
-         failed_window_start = CASE WHEN failed_window_start > now() - interval '1 hour' THEN failed_window_start ELSE now() END
-       WHERE lower(email) = $1
-         AND NOT (failed_logins >= $2 AND coalesce(failed_window_start > now() - interval '1 hour', false))
-       RETURNING id, email, password_hash, is_operator, disabled_at, NULL::int AS locked_for_s`, [normaliseEmail(email), maxFailuresPerHour])
-    return user ?? findUser(db.pool, email)
+  /** Starts a session in the caller's transaction, ending the user's oldest past maxSessionsPerUser. */
+  async function startSession (client: Queryable, userId: string, tenantId: string | null, meta: ClientMeta) {
+    const tokens = await sessions.start(client, userId, tenantId, meta)
+    const ended = await sessions.enforceLimit(client, userId, maxSessionsPerUser)
+    if (ended.length) log.info({ userId, sessionsEnded: ended.length }, 'session limit reached: oldest sessions revoked')
+    return tokens
   }
 
   return {
@@ -115,13 +92,10 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
       return db.withTransaction(async (client) => {
         const userId = randomUUID()
         const tenantId = randomUUID()
-        try {
-          await client.query('INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)', [userId, email, passwordHash])
-        } catch (err) {
-          if ((err as { code?: string }).code === UNIQUE_VIOLATION) throw new AppError('CONFLICT', 'an account with this email already exists')
-          throw err
-        }
-        await setUserContext(client, userId, tenantId)
+        // Accounts are created by a function of the owner's (the runtime role cannot write users).
+        const { rows: [created] } = await client.query<{ ok: boolean }>('SELECT auth_create_user($1, $2, $3) AS ok', [userId, email, passwordHash])
+        if (!created!.ok) throw new AppError('CONFLICT', 'an account with this email already exists')
+        await db.setContext(client, { userId, tenantId })
         const name = input.tenantName.trim()
         let slug = slugify(name)
         // Slugs are unique across tenants; on a clash add a short random suffix and try again.
@@ -133,7 +107,7 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
           slug = `${slugify(name).slice(0, 35)}-${randomBytes(3).toString('hex')}`
         }
         await client.query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')", [tenantId, userId])
-        const tokens = await sessions.start(client, userId, tenantId, meta)
+        const tokens = await startSession(client, userId, tenantId, meta)
         const user = { id: userId, email }
         await audit(client, 'tenant_operation_log', tenantId, { actor: actor(user), action: 'tenant.created', target: { type: 'tenant', id: tenantId }, data: { name, slug, plan: 'free', lifecycle: 'trial' } })
         await audit(client, 'audit_log', tenantId, { actor: actor(user), action: 'auth.signup', target: { type: 'user', id: userId }, data: { sessionId: tokens.familyId } })
@@ -142,34 +116,34 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
     },
 
     async login (input: { email: string, password: string, tenant?: string }, meta: ClientMeta): Promise<SessionEnvelope> {
-      const user = await claimAttempt(input.email)
-      if (user?.locked_for_s) {
-        throw new AppError('RATE_LIMITED', 'too many failed logins for this account; try again later', { headers: { 'retry-after': String(user.locked_for_s) } })
-      }
-      // Unknown accounts cost one argon2 verification too (a dummy hash), and get the same 401.
-      // A failure is already counted (claimAttempt).
-      const ok = await hasher.verify(user?.password_hash ?? null, input.password)
-      if (!user || !ok || user.disabled_at) throw invalidCredentials()
+      // Counted before the password is checked (a refused client gets 429 here, whether or not
+      // the email has an account); unknown accounts cost one argon2 verification too (a dummy
+      // hash) and get the same 401.
+      const address = clientKey(meta.ip)
+      const row = await throttle.attempt(db.pool, normaliseEmail(input.email), address)
+      const ok = await hasher.verify(row?.password_hash ?? null, input.password)
+      if (!row || !ok || row.disabled) throw invalidCredentials()
+      const user = { id: row.user_id, email: row.email, password_hash: row.password_hash, is_operator: row.is_operator }
 
       const rehash = hasher.needsRehash(user.password_hash) ? await hasher.hash(input.password) : null
       const chosen = await db.withTransaction(async (client) => {
-        await setUserContext(client, user.id)
-        // The right password gives the attempt back, and that commits even when the tenant
-        // choice below is refused (a forgotten `tenant` is no failed login).
-        await client.query('UPDATE users SET failed_logins = 0, failed_window_start = NULL, password_hash = coalesce($2, password_hash) WHERE id = $1',
-          [user.id, rehash])
+        await db.setContext(client, { userId: user.id })
+        // The right password gives this client's failures back, and that commits even when the
+        // tenant choice below is refused (a forgotten `tenant` is no failed login).
+        await throttle.verified(client, address)
+        if (rehash) await client.query('SELECT auth_store_password_hash($1, false)', [rehash])
         const { rows: tenants } = await client.query<TenantSummary>(
           `SELECT t.id, t.name, t.slug, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
             WHERE m.user_id = $1 ORDER BY m.created_at`, [user.id])
         const tenant = chooseTenant(tenants, input.tenant, user.is_operator)
         if (tenant instanceof AppError) return { refused: tenant }
-        if (tenant) await setUserContext(client, user.id, tenant.id)
-        const tokens = await sessions.start(client, user.id, tenant?.id ?? null, meta)
+        if (tenant) await db.setContext(client, { userId: user.id, tenantId: tenant.id })
+        const tokens = await startSession(client, user.id, tenant?.id ?? null, meta)
         const who = { id: user.id, email: user.email }
         if (tenant) {
           await audit(client, 'audit_log', tenant.id, { actor: actor(who), action: 'auth.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null } })
         } else {
-          await client.query("SELECT set_config('app.operator', 'on', true)")
+          await db.setContext(client, { userId: user.id, operator: true })
           await audit(client, 'operator_audit_events', null, { actor: { type: 'operator', id: user.id, email: user.email }, action: 'operator.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null } })
         }
         if (rehash) log.info({ userId: user.id }, 'password rehashed with the current parameters')
@@ -192,7 +166,7 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
           // The revocation must commit even though the request fails: record it and return.
           reuse = err
           if (err.tenantId) {
-            await setUserContext(client, err.userId, err.tenantId)
+            await db.setContext(client, { userId: err.userId, tenantId: err.tenantId })
             await audit(client, 'audit_log', err.tenantId, { actor: { type: 'system', id: null }, action: 'auth.refresh_reuse_detected', target: { type: 'session', id: err.familyId }, data: { userId: err.userId } })
           }
           return null
@@ -207,52 +181,79 @@ export function createAccountService ({ db, hasher, sessions, audit, log, maxFai
 
     async logout (auth: AuthContext): Promise<void> {
       await db.withTransaction(async (client) => {
-        await setUserContext(client, auth.userId, auth.tenantId)
+        await db.setContext(client, { userId: auth.userId, tenantId: auth.tenantId })
         await sessions.revokeFamily(client, auth.userId, auth.familyId, 'logout')
         if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.logout', target: { type: 'session', id: auth.familyId } })
       })
     },
 
-    async listSessions (auth: AuthContext) {
+    /** One page of the caller's live sessions, newest first; nextCursor is null on the last page. */
+    async listSessions (auth: AuthContext, page: { limit: number, cursor?: string | undefined }) {
+      const after = page.cursor === undefined ? null : decodeSessionCursor(page.cursor)
       return db.withTransaction(async (client) => {
-        await setUserContext(client, auth.userId)
-        const list = await sessions.list(client, auth.userId)
-        return list.map(s => ({ ...s, current: s.id === auth.familyId }))
+        await db.setContext(client, { userId: auth.userId })
+        const { entries, nextCursor } = await sessions.list(client, auth.userId, { limit: page.limit, after })
+        return { sessions: entries.map(s => ({ ...s, current: s.id === auth.familyId })), nextCursor }
       })
     },
 
     async revokeSession (auth: AuthContext, familyId: string): Promise<void> {
       if (!isUuid(familyId)) throw new AppError('NOT_FOUND', 'session not found')
       await db.withTransaction(async (client) => {
-        await setUserContext(client, auth.userId, auth.tenantId)
+        await db.setContext(client, { userId: auth.userId, tenantId: auth.tenantId })
         const revoked = await sessions.revokeFamily(client, auth.userId, familyId, 'revoked_by_user')
         if (!revoked) throw new AppError('NOT_FOUND', 'session not found')
         if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.session_revoked', target: { type: 'session', id: familyId } })
       })
     },
 
-    async changePassword (auth: AuthContext, currentPassword: string, newPassword: string): Promise<void> {
-      const { rows: [row] } = await db.query<{ password_hash: string }>('SELECT password_hash FROM users WHERE id = $1', [auth.userId])
-      if (!row || !await hasher.verify(row.password_hash, currentPassword)) throw invalidCredentials()
+    /**
+     * The current password is a credential check like a login's: the same counters, limits and
+     * answers (a stolen access token must not buy unlimited guesses at it).
+     */
+    async changePassword (auth: AuthContext, currentPassword: string, newPassword: string, meta: ClientMeta): Promise<void> {
+      const address = clientKey(meta.ip)
+      const row = await throttle.attempt(db.pool, normaliseEmail(auth.email), address)
+      const ok = await hasher.verify(row?.password_hash ?? null, currentPassword)
+      if (!row || row.user_id !== auth.userId || !ok) throw invalidCredentials()
       const hash = await hasher.hash(newPassword)
       await db.withTransaction(async (client) => {
-        await setUserContext(client, auth.userId, auth.tenantId)
-        await client.query('UPDATE users SET password_hash = $2, password_changed_at = now() WHERE id = $1', [auth.userId, hash])
+        await db.setContext(client, { userId: auth.userId, tenantId: auth.tenantId })
+        await throttle.verified(client, address)
+        await client.query('SELECT auth_store_password_hash($1, true)', [hash])
         const revoked = await sessions.revokeAllForUser(client, auth.userId, 'password_changed', auth.familyId)
         if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.password_changed', target: { type: 'user', id: auth.userId }, data: { sessionsRevoked: revoked.length } })
       })
     },
 
-    /** Creates an operator if no user has this email (boot bootstrap and `npm run operator:create`). */
-    async ensureOperator (email: string, password: string): Promise<'created' | 'exists'> {
-      const existing = await findUser(db.pool, email)
-      if (existing) return 'exists'
-      const hash = await hasher.hash(password)
-      const { rowCount } = await db.query(
-        'INSERT INTO users (email, password_hash, is_operator) VALUES ($1, $2, true) ON CONFLICT ((lower(email))) DO NOTHING', [normaliseEmail(email), hash])
-      return rowCount ? 'created' : 'exists'
+    /** ensureOperator with this service's hasher, over a connection of its own to `ownerUrl` (MIGRATION_DATABASE_URL). */
+    async ensureOperator (ownerUrl: string, email: string, password: string): Promise<'created' | 'exists'> {
+      const owner = new pg.Client({ connectionString: ownerUrl, application_name: 'govula-core:operator' })
+      owner.on('error', () => {}) // a failure rejects the query; the caller reports it
+      await owner.connect()
+      try {
+        return await ensureOperator(owner, hasher, email, password)
+      } finally {
+        await owner.end().catch(() => {})
+      }
     }
   }
 }
 
 export type AccountService = ReturnType<typeof createAccountService>
+
+/**
+ * Creates an operator if no user has this email (the boot bootstrap and `npm run
+ * operator:create`). Through `owner`, a connection as the owner role (MIGRATION_DATABASE_URL):
+ * the runtime role can neither write users nor set is_operator, and no function it may call
+ * does, so an injected statement cannot make an operator.
+ */
+export async function ensureOperator (owner: Queryable, hasher: PasswordHasher, email: string, password: string): Promise<'created' | 'exists'> {
+  const normalised = normaliseEmail(email)
+  const { rowCount: found } = await owner.query('SELECT 1 FROM users WHERE lower(email) = $1', [normalised])
+  if (found) return 'exists'
+  const hash = await hasher.hash(password)
+  const { rowCount } = await owner.query(
+    'INSERT INTO users (email, password_hash, is_operator) VALUES ($1, $2, true) ON CONFLICT ((lower(email))) DO NOTHING', [normalised, hash])
+  return rowCount ? 'created' : 'exists'
+}

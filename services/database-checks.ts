@@ -1,7 +1,9 @@
 import type pg from 'pg'
 import { migrate, pendingMigrations, type Migration } from '../db/migrate.js'
+import { isDatabaseUnavailable } from '../errors.js'
 import { CheckFailure, type Check } from './boot-envelope.js'
 import type { Logger } from './logger.js'
+import { loadContextKey, type ContextSigner } from './request-context.js'
 
 interface RoleRow {
   rolsuper: boolean
@@ -52,11 +54,13 @@ export interface DatabaseCheckOptions {
   migrations: Migration[]
   /** Owner-role URL; when set, pending migrations are applied by the check itself. */
   migrateWith?: string
+  /** The request-context signer, and the owner-role URL its key is read through. */
+  context: { signer: ContextSigner, ownerUrl: string }
   log: Logger
 }
 
-/** The boot envelope's database checks: reachable, migrations current, runtime role safe. */
-export function databaseChecks ({ pool, poolMax, migrations, migrateWith, log }: DatabaseCheckOptions): Check[] {
+/** The boot envelope's database checks: reachable, migrations current, runtime role safe, context key read. */
+export function databaseChecks ({ pool, poolMax, migrations, migrateWith, context, log }: DatabaseCheckOptions): Check[] {
   return [
     {
       name: 'database',
@@ -77,6 +81,23 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, log }:
         }
         if (pending.length > 0) throw new CheckFailure(`${pending.length} pending: ${pending.map(m => m.file).join(', ')}`)
         return `${migrations.length} applied`
+      }
+    },
+    {
+      // Tenant work needs the key that signs the row-level security context; it lives where
+      // only the owner role reads it, so it comes through MIGRATION_DATABASE_URL, once.
+      name: 'request-context',
+      critical: true,
+      async run () {
+        if (!context.signer.loaded) {
+          try {
+            await loadContextKey(context.signer, context.ownerUrl)
+          } catch (err) {
+            if (isDatabaseUnavailable(err)) throw err
+            throw new CheckFailure('the request-context key cannot be read: MIGRATION_DATABASE_URL must name the owner role (docs/operations.md)')
+          }
+        }
+        return 'the context key is loaded'
       }
     },
     {

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { isQueryTimeout } from '../errors.js'
+import type { ContextSigner, RequestContext } from './request-context.js'
 
 export type Queryable = Pick<pg.PoolClient, 'query'>
 
@@ -34,6 +35,10 @@ export interface Database {
   withTenant<T>(tenantId: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
   /** A transaction in operator scope (app.operator = 'on'): what the RLS policies let an operator or a job see. */
   withOperator<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>
+  /** Signs the row-level security context (services/request-context.ts). */
+  readonly context: ContextSigner
+  /** Sets `context` for the rest of the caller's transaction (already BEGun on `client`). */
+  setContext(client: Queryable, context: RequestContext): Promise<void>
   /**
    * Opens a transaction with `begin` (simple protocol: it may hold several statements and
    * must carry strictly validated literals only) and returns it held, with the results.
@@ -66,7 +71,7 @@ async function abandon (client: pg.PoolClient, err: unknown): Promise<Error | un
   }
 }
 
-export function createDatabase (pool: pg.Pool): Database {
+export function createDatabase (pool: pg.Pool, context: ContextSigner): Database {
   /**
    * Runs fn on a checked-out client, then COMMIT (ROLLBACK when anything throws) and release.
    * `commit: false` when fn's own statements end the transaction.
@@ -95,16 +100,25 @@ export function createDatabase (pool: pg.Pool): Database {
   return {
     pool,
     query: pool.query.bind(pool) as pg.Pool['query'],
-    withTransaction: (fn) => run('BEGIN', fn),
-    withTenant (tenantId, fn) {
+    // No context: also none that a statement may have left at session level on this pooled
+    // connection (set_config(…, false)), which would otherwise apply here.
+    withTransaction: (fn) => run("BEGIN; SELECT set_config('app.context', '', true)", fn),
+    // The context is signed before a connection is taken: a service that has not read its key
+    // yet refuses at once (503) instead of holding a connection for nothing.
+    async withTenant (tenantId, fn) {
       // BEGIN and set_config travel as one simple-protocol round trip (round trips are the
-      // hot path's cost, see PERFORMANCE-NOTES). That is only safe with a literal we have
-      // strictly validated: a UUID cannot carry a quote. `true` scopes the setting to this
-      // transaction, so the tenant never leaks to the next user of the pooled connection.
-      if (!isUuid(tenantId)) return Promise.reject(new TypeError('withTenant: tenantId must be a UUID'))
-      return run(`BEGIN; SELECT set_config('app.tenant_id', '${tenantId}', true)`, fn)
+      // hot path's cost, docs/performance.md). That is only safe with a literal we have
+      // strictly validated: the signed context holds a UUID, hex digits and separators, never
+      // a quote. `true` scopes the setting to this transaction, so the tenant never leaks to
+      // the next user of the pooled connection.
+      if (!isUuid(tenantId)) throw new TypeError('withTenant: tenantId must be a UUID')
+      return run(`BEGIN; ${context.statement({ tenantId })}`, fn)
     },
-    withOperator: (fn) => run("BEGIN; SELECT set_config('app.operator', 'on', true)", fn),
+    withOperator: async (fn) => run(`BEGIN; ${context.statement({ operator: true })}`, fn),
+    context,
+    async setContext (client, ctx) {
+      await client.query(context.statement(ctx))
+    },
     async hold (begin) {
       const client = await pool.connect()
       let ended = false

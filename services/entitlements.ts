@@ -128,6 +128,43 @@ export function decide (state: TenantState, feature: string, now: number, graceM
   return { decision, until }
 }
 
+/**
+ * What a tenant route may do in each lifecycle (docs/entitlements.md, "Writes"). 'read' goes on
+ * in every state; 'write' changes the tenant's data and is refused while suspended (read-only)
+ * or cancelled (export only); `feature:<f>` is governed by the route's requireFeature(f) gate,
+ * whose decision the lifecycle already narrows (the recorder's ingest by recording_mode,
+ * the audit export by audit_export).
+ */
+export type LifecycleRule = 'read' | 'write' | `feature:${string}`
+
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/**
+ * A route's rule, decided once when it is declared. Secure by default: any method but
+ * GET/HEAD/OPTIONS is a write unless the route says `lifecycle: 'read'` or is feature-gated.
+ */
+export function lifecycleRule (method: string, declared: unknown, gates: readonly string[]): LifecycleRule {
+  if (declared !== undefined && declared !== 'read' && declared !== 'write') {
+    throw new Error(`config.lifecycle is 'read' or 'write', not ${JSON.stringify(declared)}`)
+  }
+  if (declared) return declared
+  if (SAFE_METHODS.has(method.toUpperCase())) return 'read'
+  return gates.length > 0 ? `feature:${gates.join(',')}` : 'write'
+}
+
+/** Pure: whether the lifecycle in force at `now` lets the tenant change its data, and until when that holds. */
+export function decideWrites (state: TenantState, now: number, graceMs: number): { decision: Decision, until: number } {
+  const { lifecycle, until } = effectiveLifecycle(state, now, graceMs)
+  const denied = (reason: string) => ({ decision: { allowed: false, limit: null, source: 'lifecycle' as const, reason }, until })
+  if (lifecycle === 'suspended') return denied('tenant is suspended: read-only')
+  if (lifecycle === 'cancelled') return denied('tenant is cancelled: export only')
+  const reason = lifecycle === 'past_due' ? 'tenant is past due: writes go on for the grace period' : `tenant is ${lifecycle}`
+  return { decision: { allowed: true, limit: null, source: 'lifecycle', reason }, until }
+}
+
+// The cache key of decideWrites' answer: not a feature name, so it cannot collide with one.
+const WRITES_KEY = ':writes'
+
 interface CacheEntry { decision: Decision, expiresAt: number }
 
 /** `loads`: reads of a tenant's entitlements from Postgres (concurrent misses share one). */
@@ -205,24 +242,35 @@ export function createEntitlementEngine ({ db, ttlMs, graceMs, now = Date.now }:
     perTenant.set(feature, { decision, expiresAt: Math.min(at + ttlMs, until) })
   }
 
+  // A feature's decision, or (WRITES_KEY) the lifecycle's answer for writes. No closure per
+  // call: a cached check is on every gated request's path.
+  async function cached (tenantId: string, key: string, run?: TenantRun): Promise<Decision> {
+    const at = now()
+    const hit = cache.get(tenantId)?.get(key)
+    if (hit && hit.expiresAt > at) {
+      stats.hits++
+      return hit.decision
+    }
+    stats.misses++
+    const read = load(tenantId, run)
+    const state = await read.state
+    if (!state) return { allowed: false, limit: null, source: 'plan', reason: 'unknown tenant' }
+    const { decision, until } = key === WRITES_KEY ? decideWrites(state, at, graceMs) : decide(state, key, at, graceMs)
+    remember(tenantId, key, decision, until, at, read.generation)
+    return decision
+  }
+
   return {
     events,
     stats,
 
-    async check (tenantId: string, feature: string, run?: TenantRun): Promise<Decision> {
-      const at = now()
-      const hit = cache.get(tenantId)?.get(feature)
-      if (hit && hit.expiresAt > at) {
-        stats.hits++
-        return hit.decision
-      }
-      stats.misses++
-      const read = load(tenantId, run)
-      const state = await read.state
-      if (!state) return { allowed: false, limit: null, source: 'plan', reason: 'unknown tenant' }
-      const { decision, until } = decide(state, feature, at, graceMs)
-      remember(tenantId, feature, decision, until, at, read.generation)
-      return decision
+    check (tenantId: string, feature: string, run?: TenantRun): Promise<Decision> {
+      return cached(tenantId, feature, run)
+    },
+
+    /** Whether the tenant may change its data now (its effective lifecycle), cached like a feature. */
+    checkWrites (tenantId: string, run?: TenantRun): Promise<Decision> {
+      return cached(tenantId, WRITES_KEY, run)
     },
 
     /** Every feature at once, computed fresh (GET /api/v1/entitlements). */

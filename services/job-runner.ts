@@ -43,9 +43,10 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOu
     const started = now()
     if (!accepting) return { job: name, ran: false, durationMs: 0, result: null }
     const slot = new Date(Math.floor(started / job.intervalMs) * job.intervalMs)
-    const { rows: [lease] } = await db.query<{ id: string }>(
+    // job_runs is the jobs' own (operator scope): no tenant context can take or rewrite a lease.
+    const { rows: [lease] } = await db.withOperator(c => c.query<{ id: string }>(
       'INSERT INTO job_runs (job, slot, trigger, instance) VALUES ($1, $2, $3, $4) ON CONFLICT (job, slot) DO NOTHING RETURNING id',
-      [name, slot, trigger, instance])
+      [name, slot, trigger, instance]))
     if (!lease) return { job: name, ran: false, durationMs: now() - started, result: null }
 
     const controller = new AbortController()
@@ -53,7 +54,7 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOu
     running.set(work, controller)
     try {
       const result = await work
-      await db.query("UPDATE job_runs SET finished_at = clock_timestamp(), outcome = 'succeeded', result = $2 WHERE id = $1", [lease.id, result])
+      await db.withOperator(c => c.query("UPDATE job_runs SET finished_at = clock_timestamp(), outcome = 'succeeded', result = $2 WHERE id = $1", [lease.id, result]))
       log.info({ job: name, trigger, result, ms: now() - started }, 'job succeeded')
       onOutcome(name, 'succeeded')
       return { job: name, ran: true, durationMs: now() - started, result }
@@ -61,8 +62,8 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOu
       const outcome = controller.signal.aborted ? 'aborted' : 'failed'
       log.error({ job: name, trigger, err }, `job ${outcome}`)
       onOutcome(name, outcome)
-      await db.query('UPDATE job_runs SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1',
-        [lease.id, outcome, (err as Error).message?.slice(0, 2000) ?? String(err)]).catch(() => {})
+      await db.withOperator(c => c.query('UPDATE job_runs SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1',
+        [lease.id, outcome, (err as Error).message?.slice(0, 2000) ?? String(err)])).catch(() => {})
       throw err
     } finally {
       running.delete(work)

@@ -2,6 +2,7 @@ import { isUuid, type Database, type Queryable, type TenantRun } from './databas
 import type { Decision } from './entitlements.js'
 import type { Logger } from './logger.js'
 import { eachTenant } from './jobs/each-tenant.js'
+import { TenantBusyError, type TenantSlots } from './tenant-slots.js'
 
 // Recording mode (docs/recording.md): idempotent batch ingest, ordered reads with a keyset
 // cursor, the events-per-minute budget and the retention purge. Framework-free: the route
@@ -76,15 +77,12 @@ export function prepareBatch (events: readonly RecordingEventInput[], limits: Ba
   return { ok: true, count: events.length, document: `[${rows.join(',')}]` }
 }
 
-// The list aggregates on the fly from the (tenant_id, recording_id, occurred_at, id) index:
-// no summary row to keep in step with ingest and purge, and no hot row for concurrent batches
-// of one recording to queue on.
-const LIST_SQL = `
-SELECT recording_id, count(*) AS events, min(occurred_at) AS first_at, max(occurred_at) AS last_at
-  FROM recording_events WHERE tenant_id = $1
- GROUP BY recording_id`
-const LIST_FIRST_SQL = `${LIST_SQL} ORDER BY last_at DESC, recording_id DESC LIMIT $2`
-const LIST_AFTER_SQL = `${LIST_SQL} HAVING (max(occurred_at), recording_id) < ($3, $4) ORDER BY last_at DESC, recording_id DESC LIMIT $2`
+// The list reads recording_summaries (0010_recording_summaries.sql), one row per recording kept
+// by triggers in the transaction of every ingest and purge: a page costs its own rows, however
+// many events are stored. Keyset order (last_at, recording_id), on the index of that name.
+const LIST_SQL = 'SELECT recording_id, events, first_at, last_at FROM recording_summaries WHERE tenant_id = $1'
+export const LIST_FIRST_SQL = `${LIST_SQL} ORDER BY last_at DESC, recording_id DESC LIMIT $2`
+const LIST_AFTER_SQL = `${LIST_SQL} AND (last_at, recording_id) < ($3, $4) ORDER BY last_at DESC, recording_id DESC LIMIT $2`
 
 const EVENTS_SQL = 'SELECT id, recording_id, type, occurred_at, payload FROM recording_events WHERE tenant_id = $1 AND recording_id = $2'
 const EVENTS_FIRST_SQL = `${EVENTS_SQL} ORDER BY occurred_at, id LIMIT $3`
@@ -104,20 +102,27 @@ export function decodeCursor (cursor: string): Position {
 }
 
 /** Ingest and reads of recording events, each in its tenant's row-level-security context. */
-export function createRecordingService ({ db }: { db: Database }) {
+export function createRecordingService ({ db, slots }: { db: Database, slots?: TenantSlots }) {
   // Reads take the caller's TenantRun (a request's, see plugins/auth.ts); by default their own transaction.
   const own = (tenantId: string): TenantRun => fn => db.withTenant(tenantId, fn)
   return {
     /**
      * Stores a prepared batch; events already stored count as duplicates. One round trip:
      * recording_events_ingest (0005_recordings.sql) sets the tenant and runs the one
-     * INSERT … ON CONFLICT DO NOTHING as its own transaction.
+     * INSERT … ON CONFLICT DO NOTHING as its own transaction; the summaries' trigger
+     * (0010_recording_summaries.sql) counts what it stored in the same statement. The call holds
+     * one of the tenant's slots of the pool (services/tenant-slots.ts) while it runs.
      */
     async store (tenantId: string, batch: { count: number, document: string }) {
       if (!isUuid(tenantId)) throw new TypeError('store: tenantId must be a UUID')
-      const { rows: [row] } = await db.query<{ stored: number }>('SELECT recording_events_ingest($1, $2) AS stored', [tenantId, batch.document])
-      const accepted = row!.stored
-      return { accepted, duplicates: batch.count - accepted }
+      const release = await slots?.take(tenantId)
+      try {
+        const { rows: [row] } = await db.query<{ stored: number }>('SELECT recording_events_ingest($1, $2) AS stored', [db.context.sign({ tenantId }), batch.document])
+        const accepted = row!.stored
+        return { accepted, duplicates: batch.count - accepted }
+      } finally {
+        release?.()
+      }
     },
 
     /** Recordings with their event count and time range, the most recent first. */
@@ -225,7 +230,8 @@ export interface PurgeDeps {
  * The retention job: deletes each tenant's events older than its recording_retention_days.
  * Bounded batches, each its own short transaction, oldest first, so a purge never holds
  * locks for long and an abort (checked before every batch) leaves the oldest gone. A tenant with no
- * retention limit (null) keeps everything; a limit of 0 keeps nothing.
+ * retention limit (null) keeps everything; a limit of 0 keeps nothing. Each batch's DELETE
+ * updates the recordings' summaries in its own statement (0010_recording_summaries.sql).
  */
 export async function purgeExpiredRecordings ({ db, log, entitlements, now = Date.now }: PurgeDeps, signal: AbortSignal,
   { batchSize = 1000, tenantPageSize = 500 }: { batchSize?: number, tenantPageSize?: number } = {}) {
@@ -237,7 +243,16 @@ export async function purgeExpiredRecordings ({ db, log, entitlements, now = Dat
     const cutoff = new Date(now() - days * DAY_MS)
     let fromTenant = 0
     while (!signal.aborted) {
-      const { rowCount } = await db.withTenant(tenantId, c => c.query(PURGE_SQL, [tenantId, cutoff, batchSize]))
+      let rowCount: number | null
+      try {
+        ({ rowCount } = await db.withTenant(tenantId, c => c.query(PURGE_SQL, [tenantId, cutoff, batchSize])))
+      } catch (err) {
+        // The tenant's requests hold its whole share of the pool: the rest waits for the next run
+        // rather than failing the job for every tenant after it.
+        if (!(err instanceof TenantBusyError)) throw err
+        log.warn({ tenantId, deleted: fromTenant }, 'recording purge skipped a tenant whose share of the pool is busy')
+        break
+      }
       batches++
       fromTenant += rowCount ?? 0
       if ((rowCount ?? 0) < batchSize) break

@@ -1,10 +1,11 @@
 import { hashToken } from './tokens.js'
 
-/** A tenant window that is spent, as a refused request saw it. */
-export interface Refusal { tenantId: string, resetAt: number, limit: number, windowS: number }
+/** A window that is spent, as a refused request saw it: the tenant's, or the user's share of it. */
+export interface Refusal { policy: 'tenant' | 'user', tenantId: string, resetAt: number, limit: number, windowS: number }
 
 /**
- * Access tokens whose tenant has spent its request budget, remembered until the window resets,
+ * Access tokens whose tenant has spent its request budget (or whose user has spent its share
+ * of it: a token is one session of one user), remembered until the window resets,
  * so that a flood is refused again before its session lookup (a Postgres round trip): a
  * refusal then costs the flooder's neighbours next to nothing. Keyed by a hash, so no token
  * sits in memory longer than its request. Bounded: past `max` entries it starts afresh, and

@@ -86,11 +86,6 @@ function storableIp (ip: string | null | undefined): string | null {
   return bare && isIP(bare) ? bare : null
 }
 
-/** Runs `fn` in a transaction acting as `userId` (row-level security's user scope). */
-export async function setUserContext (client: Queryable, userId: string, tenantId?: string | null) {
-  await client.query("SELECT set_config('app.user_id', $1, true), set_config('app.tenant_id', $2, true)", [userId, tenantId ?? ''])
-}
-
 interface RefreshRow {
   id: string
   family_id: string
@@ -105,6 +100,28 @@ interface RefreshRow {
   ended: boolean
   within_grace: boolean
 }
+
+/** A position in the sessions list: the family's start (epoch microseconds) and its id. */
+export interface SessionPosition { startedUs: string, id: string }
+
+// Opaque to clients (they pass nextCursor back as they got it); base64url keeps it URL-safe.
+const encodeSessionCursor = (p: SessionPosition) => Buffer.from(`${p.startedUs}~${p.id}`).toString('base64url')
+export function decodeSessionCursor (cursor: string): SessionPosition {
+  const match = /^(\d{1,18})~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  if (!match) {
+    const message = 'is not a cursor this service issued'
+    throw new AppError('VALIDATION_FAILED', `querystring.cursor ${message}`, { errors: [{ field: 'querystring.cursor', message }] })
+  }
+  return { startedUs: match[1]!, id: match[2]! }
+}
+
+// A family's live head, and when the family started (its first row; a refresh adds rows).
+const LIVE_FAMILIES = `
+  SELECT h.family_id, h.tenant_id, h.last_used_at, h.ip, h.user_agent,
+         (SELECT min(r.created_at) FROM auth_sessions r WHERE r.family_id = h.family_id) AS started
+    FROM auth_sessions h
+   WHERE h.user_id = $1 AND h.revoked_at IS NULL AND h.rotated_at IS NULL
+     AND h.absolute_expires_at > now() AND h.idle_expires_at > now()`
 
 export interface SessionListEntry {
   id: string
@@ -205,18 +222,16 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
      * resolve() and `read` in one transaction and one round trip: BEGIN, the lookup, the read
      * in the session's tenant, COMMIT. `read` must be a constant statement that takes its
      * tenant from the transaction (app_tenant_id()), never from the request. It runs before
-     * anyone knows whether the token is good, so it must not run with what the lookup sets
-     * before checking: auth_resolve_access sets app.user_id from the token's (unverified)
-     * user id, and row-level security lets that user see their own memberships and sessions.
-     * Clearing it first leaves the read exactly withTenant's scope: the session's tenant, or
-     * nothing at all when the lookup found no session (no tenant is set then).
+     * anyone here knows whether the token is good: auth_resolve_access leaves the transaction
+     * in exactly withTenant's scope when the hash matched a live session (the session's
+     * tenant, no user scope), and in no context at all otherwise, so the read sees nothing.
      */
     async resolveAndRead (accessToken: string, read: string): Promise<{ auth: AuthContext, read: pg.QueryResult } | null> {
       const lookup = lookupStatement(accessToken)
       if (!lookup) return null
-      const results = await db.batch(`BEGIN; ${lookup}; SELECT set_config('app.user_id', '', true); ${read}; COMMIT`)
+      const results = await db.batch(`BEGIN; ${lookup}; ${read}; COMMIT`)
       const row = results[1]!.rows[0] as AccessRow | undefined
-      return row ? { auth: toAuthContext(row), read: results[3]! } : null
+      return row ? { auth: toAuthContext(row), read: results[2]! } : null
     },
 
     /**
@@ -228,7 +243,7 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
     async refresh (client: pg.PoolClient, refreshToken: string, meta: ClientMeta): Promise<RefreshResult> {
       const userId = tokenUserId(refreshToken)
       if (!userId) throw invalidToken()
-      await setUserContext(client, userId)
+      await db.setContext(client, { userId })
       const select = `SELECT s.id, s.family_id, s.user_id, s.tenant_id, s.absolute_expires_at, s.successor_id, s.grace_payload,
               s.revoked_at IS NOT NULL AS revoked,
               (s.absolute_expires_at > now() AND s.idle_expires_at > now() AND u.disabled_at IS NULL
@@ -293,17 +308,36 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
       return revokeWhere(client, reason, 'user_id = $2 AND family_id IS DISTINCT FROM $3::uuid', [userId, keepFamily ?? null])
     },
 
-    /** The user's live sessions, one entry per family (its current head). */
-    async list (client: Queryable, userId: string): Promise<SessionListEntry[]> {
-      const { rows } = await client.query<SessionListEntry>(
-        `SELECT h.family_id AS id, h.tenant_id AS "tenantId",
-                (SELECT min(r.created_at) FROM auth_sessions r WHERE r.family_id = h.family_id) AS "createdAt",
-                h.last_used_at AS "lastUsedAt", host(h.ip) AS ip, h.user_agent AS "userAgent"
-           FROM auth_sessions h
-          WHERE h.user_id = $1 AND h.revoked_at IS NULL AND h.rotated_at IS NULL
-            AND h.absolute_expires_at > now() AND h.idle_expires_at > now()
-          ORDER BY h.last_used_at DESC`, [userId])
-      return rows
+    /**
+     * Ends the user's oldest live sessions (by when each family started) past `max`; returns
+     * their family ids. Concurrent logins of one user queue on a lock for the rest of their
+     * transactions, so together they cannot leave more than `max`.
+     */
+    async enforceLimit (client: Queryable, userId: string, max: number): Promise<string[]> {
+      await client.query('SELECT pg_advisory_xact_lock(727009001, hashtext($1))', [userId])
+      const { rows } = await client.query<{ family_id: string }>(
+        `SELECT family_id FROM (${LIVE_FAMILIES}) live ORDER BY started DESC, family_id DESC OFFSET $2`, [userId, max])
+      if (rows.length === 0) return []
+      return revokeWhere(client, 'session_limit', 'user_id = $2 AND family_id = ANY($3::uuid[])', [userId, rows.map(r => r.family_id)])
+    },
+
+    /**
+     * A page of the user's live sessions, one entry per family (its current head), newest
+     * first by when the family started: that never changes, so pages neither skip nor repeat
+     * a session that is used while a client pages.
+     */
+    async list (client: Queryable, userId: string, page: { limit: number, after: SessionPosition | null }) {
+      const { rows } = await client.query<SessionListEntry & { position: string }>(
+        `SELECT family_id AS id, tenant_id AS "tenantId", started AS "createdAt", last_used_at AS "lastUsedAt",
+                host(ip) AS ip, user_agent AS "userAgent", (extract(epoch FROM started) * 1000000)::bigint::text AS position
+           FROM (${LIVE_FAMILIES}) live
+          WHERE $2::bigint IS NULL OR ((extract(epoch FROM started) * 1000000)::bigint, family_id) < ($2::bigint, $3::uuid)
+          ORDER BY started DESC, family_id DESC
+          LIMIT $4`, [userId, page.after?.startedUs ?? null, page.after?.id ?? null, page.limit + 1])
+      const more = rows.length > page.limit
+      const entries = rows.slice(0, page.limit).map(({ position: _, ...entry }) => entry)
+      const last = rows[page.limit - 1]
+      return { entries, nextCursor: more && last ? encodeSessionCursor({ startedUs: last.position, id: last.id }) : null }
     }
   }
 }

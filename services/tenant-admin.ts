@@ -46,7 +46,7 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
     if (!isUuid(tenantId)) throw notFound('tenant')
     const result = await db.withTransaction(async (client) => {
       // Operator scope for the operator chain, tenant scope for the tenant's own chain.
-      await client.query("SELECT set_config('app.operator', 'on', true), set_config('app.tenant_id', $1, true)", [tenantId])
+      await db.setContext(client, { tenantId, operator: true })
       const { rows: [before] } = await client.query<TenantRow>(`SELECT ${TENANT_COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE`, [tenantId])
       if (!before) throw notFound('tenant')
       const { result, action, data } = await fn(client, before)

@@ -85,7 +85,8 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
           const { rows: [row] } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1', [tenantId])
           if (row!.n >= seats.limit) throw new AppError('ENTITLEMENT_DENIED', `seats: all ${seats.limit} seats of the plan are taken`)
         }
-        const { rows: [user] } = await client.query<{ id: string, email: string }>('SELECT id, email FROM users WHERE lower(email) = $1', [normaliseEmail(email)])
+        // Not a member yet, so not visible to this tenant: one exact email, through the owner's function.
+        const { rows: [user] } = await client.query<{ id: string, email: string }>('SELECT id, email FROM auth_user_by_email($1)', [normaliseEmail(email)])
         if (!user) throw notFound('user')
         const { rowCount } = await client.query(
           'INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, user.id, role])

@@ -5,14 +5,13 @@ import { after, test } from 'node:test'
 import pg from 'pg'
 import { appendAudit, verifyChain } from '../services/audit.js'
 import { createAuditSigner, createCheckpoints, storedCheckpoints } from '../services/audit-checkpoints.js'
-import { createDatabase } from '../services/database.js'
-import { createTestDatabase } from './helper.js'
+import { createTestDatabase, runtimeDatabase } from './helper.js'
 
 const db = await createTestDatabase()
 const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: 3 })
 pool.on('error', () => {}) // the database is dropped WITH (FORCE) when the file ends
 after(() => pool.end())
-const app = createDatabase(pool)
+const app = await runtimeDatabase(db, pool)
 const ROWS = 50_000
 const tenant = randomUUID()
 const signingKey = 'yU7kQ0m3X1b9pZ2cV8nR4tW6eA5sD0fG1hJ3kL7qP9o='
@@ -53,7 +52,7 @@ function auditVerify (...args: string[]) {
 
 test('npm run audit:verify passes on intact chains and names the chain and first bad seq of a broken one', async () => {
   await app.withTransaction(async c => {
-    await c.query("SELECT set_config('app.operator', 'on', true)")
+    await app.setContext(c, { operator: true })
     await appendAudit(c, 'operator_audit_events', null, { actor: { type: 'operator', id: randomUUID() }, action: 'operator.login' })
   })
   const ok = auditVerify('--verbose')

@@ -7,16 +7,16 @@ import {
   type AuditChain, type AuditEntry, type ChainRow, type ChainVerification
 } from '../services/audit.js'
 import { createAuditSigner, createCheckpoints, openCheckpoint, storedCheckpoints, trustedHeads } from '../services/audit-checkpoints.js'
-import { createDatabase, type Queryable } from '../services/database.js'
+import type { Queryable } from '../services/database.js'
 import { rlsViolations } from '../services/database-checks.js'
-import { createTestDatabase, waitFor } from './helper.js'
+import { createTestDatabase, runtimeDatabase, waitFor } from './helper.js'
 
 const db = await createTestDatabase()
 // Two pools on the runtime login: two app instances appending to the same chains.
 const poolA = new pg.Pool({ connectionString: db.runtimeUrl, max: 10 })
 const poolB = new pg.Pool({ connectionString: db.runtimeUrl, max: 10 })
-const app1 = createDatabase(poolA)
-const app2 = createDatabase(poolB)
+const app1 = await runtimeDatabase(db, poolA)
+const app2 = await runtimeDatabase(db, poolB)
 const admin = new pg.Client({ connectionString: db.adminUrl })
 await admin.connect()
 // The database is dropped WITH (FORCE) when the file ends, possibly under idle connections.
@@ -139,7 +139,7 @@ test('appends to different tenants do not wait on each other; the same chain doe
   const [a, b] = [randomUUID(), randomUUID()]
   const holder = await poolA.connect()
   try {
-    await holder.query(`BEGIN; SELECT set_config('app.tenant_id', '${a}', true)`)
+    await holder.query(`BEGIN; ${app1.context.statement({ tenantId: a })}`)
     assert.equal((await appendAudit(holder, 'audit_log', a, entry(1))).seq, 1)
 
     // Tenant B's chain, and tenant A's other chain, append while A's audit_log lock is held.
@@ -208,7 +208,7 @@ test('appends refuse a REPEATABLE READ transaction, whose snapshot could predate
   const t = randomUUID()
   const client = await poolA.connect()
   try {
-    await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT set_config('app.tenant_id', '${t}', true)`)
+    await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ; ${app1.context.statement({ tenantId: t })}`)
     await assert.rejects(appendAudit(client, 'audit_log', t, entry(1)), /READ COMMITTED/)
   } finally {
     await client.query('ROLLBACK')
@@ -236,14 +236,14 @@ test('tenant A cannot read, verify, append to or checkpoint tenant B\'s chains; 
   await assert.rejects(app1.withTransaction(c => appendAudit(c, 'audit_log', a, entry(1))), /row-level security/)
   // An operator reads every chain (the operator verify walks them all).
   const seen = await app1.withTransaction(async c => {
-    await c.query("SELECT set_config('app.operator', 'on', true)")
+    await app1.setContext(c, { operator: true })
     await appendAudit(c, 'operator_audit_events', null, entry(1))
     return (await c.query('SELECT count(*)::int AS n FROM audit_log WHERE tenant_id IN ($1, $2)', [a, b])).rows[0].n
   })
   assert.equal(seen, 8)
 })
 
-test('catalog: every audit table has RLS enabled, forced and a policy, an always-on append-only trigger, and only SELECT/INSERT for the runtime role', async () => {
+test('catalog: every audit table has RLS enabled, forced and a policy, an always-on append-only trigger; the runtime role reads the chains and appends only through audit_append', async () => {
   assert.deepEqual(await rlsViolations(admin), [])
   const tables = ['audit_checkpoints', 'audit_log', 'operator_audit_events', 'tenant_operation_log']
   const { rows } = await admin.query(`
@@ -255,8 +255,10 @@ test('catalog: every audit table has RLS enabled, forced and a policy, an always
       FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1) ORDER BY c.relname`, [tables])
   assert.equal(rows.length, tables.length)
   for (const r of rows) {
+    // Checkpoints are inserted as they are: each is signed by the service's key and checked against it.
+    const runtime = r.relname === 'audit_checkpoints' ? ['SELECT', 'INSERT'] : ['SELECT']
     assert.deepEqual([r.relrowsecurity, r.relforcerowsecurity, r.policies > 0, r.trigger, r.runtime],
-      [true, true, true, 'A', ['SELECT', 'INSERT']], r.relname)
+      [true, true, true, 'A', runtime], r.relname)
   }
 })
 
@@ -352,7 +354,7 @@ test('checkpoints: signed, deduplicated, and refused when forged, foreign or sig
 
   // The operator chain checkpoints alone, in operator context.
   const op = await app1.withTransaction(async c => {
-    await c.query("SELECT set_config('app.operator', 'on', true)")
+    await app1.setContext(c, { operator: true })
     return createCheckpoints(c, signer, null)
   })
   assert.deepEqual(op.map(c => [c.chain, c.tenantId]), [['operator_audit_events', null]])
@@ -377,12 +379,12 @@ test('every chain is enumerated for the operator verify, and a broken one is nam
   const pool = new pg.Pool({ connectionString: scratch.runtimeUrl, max: 2 })
   pool.on('error', () => {})
   after(() => pool.end())
-  const sdb = createDatabase(pool)
+  const sdb = await runtimeDatabase(scratch, pool)
   const tenants = [randomUUID(), randomUUID(), randomUUID()].sort()
   for (const t of tenants) await sdb.withTenant(t, c => appendAudit(c, 'audit_log', t, entry(1)))
   await sdb.withTenant(tenants[1]!, c => appendAudit(c, 'tenant_operation_log', tenants[1]!, entry(1)))
   const verifyAll = () => sdb.withTransaction(async (c: Queryable) => {
-    await c.query("SELECT set_config('app.operator', 'on', true)")
+    await sdb.setContext(c, { operator: true })
     await appendAudit(c, 'operator_audit_events', null, entry(0))
     const out = []
     for await (const { chain, tenantId } of allChains(c)) out.push(await verifyChain(c, chain, tenantId))

@@ -9,7 +9,8 @@ const db = await createTestDatabase()
 const admin = await adminClient(db)
 
 /** `npm run operator:create -- …args`, as the package script runs it. */
-async function operatorCreate (args: string[], env: Record<string, string> = { DATABASE_URL: db.runtimeUrl }) {
+// It writes as the owner role (the runtime role cannot set is_operator), as a deployment runs it.
+async function operatorCreate (args: string[], env: Record<string, string> = { DATABASE_URL: db.runtimeUrl, MIGRATION_DATABASE_URL: db.ownerUrl }) {
   try {
     const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/operator-create.ts', ...args],
       { env: { PATH: process.env.PATH!, ...env }, encoding: 'utf8' })

@@ -7,7 +7,7 @@ import { adminClient, assertProblem, bearer, login, median, signup, uniqueEmail 
 
 const db = await createTestDatabase()
 // Limits high enough that only the behaviour under test decides the answers.
-const config = testConfig(db, { AUTH_RATE_LIMIT_MAX: 10_000, LOGIN_MAX_FAILURES_PER_HOUR: 10_000 })
+const config = testConfig(db, { AUTH_RATE_LIMIT_MAX: 10_000, LOGIN_MAX_FAILURES_PER_HOUR: 10_000, LOGIN_MAX_FAILURES_PER_CLIENT: 10_000 })
 const app = await buildTestApp(config)
 const admin = await adminClient(db)
 

@@ -57,8 +57,10 @@ if (!skip) {
   const db = await createTestDatabase()
   app = await buildTestApp(testConfig(db), {
     setup (a) {
+      // A tenant's page, which loads the script (the API's own CSP, under which nothing runs, is
+      // for its JSON answers, not for a page like this one).
       a.get('/test/recorder-page', { config: { auth: false } }, async (_request, reply) =>
-        reply.type('text/html; charset=utf-8').send('<!doctype html><meta charset="utf-8"><title>recorder</title><script src="/recorder.js"></script>'))
+        reply.header('content-security-policy', "script-src 'self'").type('text/html; charset=utf-8').send('<!doctype html><meta charset="utf-8"><title>recorder</title><script src="/recorder.js"></script>'))
       // Outage: the ingest answers 503 before anything is read or stored.
       a.addHook('onRequest', async (request, reply) => {
         if (request.url !== INGEST || server.mode !== 'unavailable') return

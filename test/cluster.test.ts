@@ -50,6 +50,8 @@ before(async () => {
       // Every request comes from 127.0.0.1: the per-IP limits are not what is under test.
       RATE_LIMIT_MAX: '100000',
       AUTH_RATE_LIMIT_MAX: '1000',
+      // One user spends the tenant's whole budget in the 60-of-150 step.
+      TENANT_RATE_LIMIT_USER_SHARE: '100',
       // The exact 60-of-150 count needs every increment to reach the shared Redis; the 100 ms
       // default would let a slow round trip on a busy CI machine fall back to a local counter.
       REDIS_COMMAND_TIMEOUT_MS: '2000'

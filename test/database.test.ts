@@ -7,7 +7,7 @@ import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.
 const db = await createTestDatabase()
 // One connection: every transaction below reuses it, so a leak from one to the next would show.
 const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 1 }))
-const tenantSetting = 'SELECT current_setting(\'app.tenant_id\', true) AS t'
+const tenantSetting = 'SELECT app_tenant_id()::text AS t'
 
 test('withTenant sets the tenant for its transaction only', async () => {
   const tenant = randomUUID()

@@ -146,6 +146,26 @@ test('dates take effect on time with a warm cache: contract end, trial end (fake
   assert.deepEqual(await engine.check(t.tenant!.id, 'seats'), { allowed: false, limit: 0, source: 'lifecycle', reason: 'tenant is suspended: read-only' })
 })
 
+test('writes: the lifecycle in force decides, dates on time with a warm cache (fake clock)', async () => {
+  const t = await signupTenant(app)
+  let clock = Date.now()
+  const graceMs = 7 * 86_400_000
+  const engine = createEntitlementEngine({ db: app.db, ttlMs: 365 * 86_400_000, graceMs, now: () => clock })
+  const trialEnd = clock + 45_000
+  await (await admin()).query('UPDATE tenants SET trial_ends_at = to_timestamp($2 / 1000.0) WHERE id = $1', [t.tenant!.id, trialEnd])
+
+  assert.deepEqual(await engine.checkWrites(t.tenant!.id), { allowed: true, limit: null, source: 'lifecycle', reason: 'tenant is trial' })
+  const loads = engine.stats.loads
+  clock = trialEnd - 1
+  assert.equal((await engine.checkWrites(t.tenant!.id)).allowed, true)
+  assert.equal(engine.stats.loads, loads, 'served from the cache')
+  clock = trialEnd // the trial ended: past due, writes go on for the grace period
+  assert.deepEqual(await engine.checkWrites(t.tenant!.id), { allowed: true, limit: null, source: 'lifecycle', reason: 'tenant is past due: writes go on for the grace period' })
+  assert.equal(engine.stats.loads, loads + 1, 'the cached answer ended with the trial')
+  clock = trialEnd + graceMs // grace over: read-only, although nothing was written
+  assert.deepEqual(await engine.checkWrites(t.tenant!.id), { allowed: false, limit: null, source: 'lifecycle', reason: 'tenant is suspended: read-only' })
+})
+
 test('concurrent misses of a tenant share one read; a read that overlaps a change answers its own request but is never cached', { timeout: 20_000 }, async () => {
   const t = await signupTenant(app)
   const tenantId = t.tenant!.id

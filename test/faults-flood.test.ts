@@ -76,7 +76,8 @@ async function tenants (app: App) {
 }
 
 // Every request comes from 127.0.0.1 here, so the per-IP limit is lifted: the tenant limit is under test.
-const base = { RATE_LIMIT_MAX: 1_000_000, DB_MAX_CONNECTIONS: 10 }
+// One user floods for its tenant here, so the per-user share is set to the whole budget.
+const base = { RATE_LIMIT_MAX: 1_000_000, DB_MAX_CONNECTIONS: 10, TENANT_RATE_LIMIT_USER_SHARE: 100 }
 
 test('one process: a tenant flooding at 10× its limit gets exactly its limit, then 429; two neighbours get no 429 and no 5xx', async () => {
   const app = await buildTestApp(testConfig(db, base))

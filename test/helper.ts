@@ -5,6 +5,8 @@ import pg from 'pg'
 import { buildApp, type App } from '../app.js'
 import { loadConfig, type Config } from '../config.js'
 import { APP_ROLE, OWNER_ROLE } from '../db/provision.js'
+import { createDatabase, type Database } from '../services/database.js'
+import { createContextSigner, loadContextKey } from '../services/request-context.js'
 
 function env (name: string): string {
   const value = process.env[name]
@@ -127,4 +129,12 @@ export async function adminClient (db: TestDatabase) {
   await client.connect()
   after(() => client.end())
   return client
+}
+
+/**
+ * The transaction helpers over a pool of the runtime login, signing contexts as the service
+ * does (the key read through the owner role): for tests below the HTTP layer.
+ */
+export async function runtimeDatabase (db: TestDatabase, pool: pg.Pool): Promise<Database> {
+  return createDatabase(pool, await loadContextKey(createContextSigner(), db.ownerUrl))
 }

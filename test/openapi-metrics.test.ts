@@ -51,11 +51,13 @@ test('OpenAPI: a valid 3.x document at /docs/json, UI at /docs, every operation 
   }
 })
 
-test('metrics: off by default; on the main port with METRICS_ENABLED; on its own port with METRICS_PORT', async () => {
+test('metrics: off by default; on the main port only with METRICS_PUBLIC; on its own port with METRICS_PORT', async () => {
   const off = await buildTestApp(testConfig(db))
   assert.equal((await off.inject('/metrics')).statusCode, 404)
+  const notPublic = await buildTestApp(testConfig(db, { METRICS_ENABLED: true }))
+  assert.equal((await notPublic.inject('/metrics')).statusCode, 404, 'METRICS_ENABLED alone does not expose the public port')
 
-  const app = await buildTestApp(testConfig(db, { METRICS_ENABLED: true }))
+  const app = await buildTestApp(testConfig(db, { METRICS_ENABLED: true, METRICS_PUBLIC: true }))
   const t = await signupTenant(app)
   await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })
   await app.inject({ url: '/api/v1/entitlements/check?feature=seats', headers: bearer(t) })

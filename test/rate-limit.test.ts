@@ -49,7 +49,7 @@ test('window boundary: exactly max per window, and a fresh window after it', asy
 })
 
 test('TRUST_PROXY decides whether X-Forwarded-For names the client', async () => {
-  const trusting = await buildTestApp(testConfig(db, { RATE_LIMIT_MAX: 2, TRUST_PROXY: true }))
+  const trusting = await buildTestApp(testConfig(db, { RATE_LIMIT_MAX: 2, TRUST_PROXY: 1 }))
   for (const ip of ['10.0.0.1', '10.0.0.2', '10.0.0.3']) {
     for (let i = 0; i < 2; i++) assert.equal((await trusting.inject({ url: '/x', headers: { 'x-forwarded-for': ip } })).statusCode, 404)
   }
@@ -60,7 +60,8 @@ test('TRUST_PROXY decides whether X-Forwarded-For names the client', async () =>
 })
 
 test('per-tenant limit from the entitlement: isolation, and a plan change changes the limit', async () => {
-  const app = await buildTestApp(testConfig(db))
+  // One user spends the whole budget here; its share of it is test/security-edge.test.ts's.
+  const app = await buildTestApp(testConfig(db, { TENANT_RATE_LIMIT_USER_SHARE: 100 }))
   const operator = await loginOperator(app)
   const a = await signupTenant(app)
   const b = await signupTenant(app)
@@ -81,7 +82,7 @@ test('Redis: three replicas together admit exactly the limit (300 concurrent aga
   if (!redis) return
   // This test is about exact counting, not about timeouts: 300 requests at once on a busy CI
   // machine can keep a 100 ms command waiting, and a fail-open would admit one too many.
-  const config = testConfig(db, { REDIS_URL: redis.url, RATE_LIMIT_MAX: 100_000, DB_MAX_CONNECTIONS: 10, REDIS_COMMAND_TIMEOUT_MS: 2000 })
+  const config = testConfig(db, { REDIS_URL: redis.url, RATE_LIMIT_MAX: 100_000, DB_MAX_CONNECTIONS: 10, REDIS_COMMAND_TIMEOUT_MS: 2000, TENANT_RATE_LIMIT_USER_SHARE: 100 })
   const apps = [await buildTestApp(config), await buildTestApp(config), await buildTestApp(config)]
   const operator = await loginOperator(apps[0]!)
   const tenant = await signupTenant(apps[0]!)

@@ -73,7 +73,7 @@ test('catalog check fails when a policy is dropped or RLS is not forced (scratch
 test('as the runtime role: another tenant is invisible and untouchable; no tenant set sees nothing', async () => {
   const client = await connect(db.runtimeUrl)
   await client.query('BEGIN')
-  await client.query("SELECT set_config('app.tenant_id', $1, true)", [a.tenant.id])
+  await client.query(app.db.context.statement({ tenantId: a.tenant.id }))
   const seen = await client.query('SELECT tenant_id FROM memberships')
   assert.deepEqual(seen.rows.map(r => r.tenant_id), [a.tenant.id])
   assert.equal((await client.query('SELECT 1 FROM memberships WHERE tenant_id = $1', [b.tenant.id])).rowCount, 0)

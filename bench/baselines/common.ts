@@ -1,6 +1,7 @@
 // Shared by the baselines: the port, the pool, and the tenant read they all perform (the
 // same statement as services/tenants.ts's members()).
 import pg from 'pg'
+import { createContextSigner, loadContextKey } from '../../services/request-context.js'
 
 export const port = Number(process.env.PORT ?? 3100)
 export const host = process.env.HOST ?? '127.0.0.1'
@@ -18,6 +19,12 @@ export function createPool () {
   return pool
 }
 
+// Row-level security believes only a signed context (services/request-context.ts): the
+// baselines sign theirs with the same key, read once through the owner role, so that they do
+// the same work per read as the service.
+if (!process.env.MIGRATION_DATABASE_URL) throw new Error('MIGRATION_DATABASE_URL is required (the context key is read through it)')
+const signer = await loadContextKey(createContextSigner(), process.env.MIGRATION_DATABASE_URL)
+
 export interface Member { userId: string, email: string, role: string }
 
 /** BEGIN; set_config; SELECT; COMMIT as four round trips (bound parameters). */
@@ -26,7 +33,7 @@ export async function readFourRoundTrips (pool: pg.Pool, tenantId: string): Prom
   let broken: Error | undefined
   try {
     await client.query('BEGIN')
-    await client.query("SELECT set_config('app.tenant_id', $1, true)", [tenantId])
+    await client.query("SELECT set_config('app.context', $1, true)", [signer.sign({ tenantId })])
     const { rows } = await client.query<Member>(MEMBERS_SQL, [tenantId])
     await client.query('COMMIT')
     return rows
@@ -48,7 +55,7 @@ export async function readOneRoundTrip (pool: pg.Pool, tenantId: string): Promis
   let broken: Error | undefined
   try {
     const results = await client.query(
-      `BEGIN; SELECT set_config('app.tenant_id', '${tenantId}', true); ${MEMBERS_SQL.replace('$1', `'${tenantId}'`)}; COMMIT`) as unknown as pg.QueryResult<Member>[]
+      `BEGIN; ${signer.statement({ tenantId })}; ${MEMBERS_SQL.replace('$1', `'${tenantId}'`)}; COMMIT`) as unknown as pg.QueryResult<Member>[]
     return results[2]!.rows
   } catch (err) {
     // A failed statement leaves the transaction open: the connection is not reused.

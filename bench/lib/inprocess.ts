@@ -8,10 +8,11 @@ import { buildApp } from '../../app.js'
 import type { Config } from '../../config.js'
 import { appendAudit, verifyChain, type AuditEntry } from '../../services/audit.js'
 import { createDatabase } from '../../services/database.js'
+import { createContextSigner, loadContextKey } from '../../services/request-context.js'
 import { percentile } from '../support.js'
 import { PASSWORD } from './seed.js'
 
-type BenchDb = { runtimeUrl: string, config (overrides?: Partial<Config>): Config }
+type BenchDb = { runtimeUrl: string, ownerUrl: string, config (overrides?: Partial<Config>): Config }
 
 export interface EntitlementResult {
   cachedChecksPerS: number
@@ -27,7 +28,7 @@ export async function ensureOperator (db: BenchDb, email: string) {
   const app = await buildApp(db.config({ LOG_LEVEL: 'error' }))
   try {
     await app.ready()
-    await app.accounts.ensureOperator(email, PASSWORD)
+    await app.accounts.ensureOperator(db.ownerUrl, email, PASSWORD)
   } finally {
     await app.close()
   }
@@ -49,7 +50,7 @@ export async function entitlementBench (db: BenchDb, { checks, propagations }: {
     if (signup.statusCode !== 201) throw new Error(`signup: ${signup.body}`)
     const tenantId = signup.json().tenant.id as string
     const operatorEmail = `bench-ent-op-${randomBytes(4).toString('hex')}@example.test`
-    await a.accounts.ensureOperator(operatorEmail, PASSWORD)
+    await a.accounts.ensureOperator(db.ownerUrl, operatorEmail, PASSWORD)
     const op = (await a.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: operatorEmail, password: PASSWORD } })).json()
     const setPlan = (plan: string) => a.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${tenantId}/plan`, headers: { authorization: `Bearer ${op.accessToken}` }, payload: { plan } })
 
@@ -103,7 +104,7 @@ export interface AuditResult { chains: number, appendsPerS: number, p50Ms: numbe
 export async function auditBench (db: BenchDb, { chains, seconds, concurrency, poolSize }: { chains: number, seconds: number, concurrency: number, poolSize: number }): Promise<AuditResult> {
   const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: poolSize })
   pool.on('error', () => {})
-  const database = createDatabase(pool)
+  const database = createDatabase(pool, await loadContextKey(createContextSigner(), db.ownerUrl))
   try {
     const tenants = Array.from({ length: chains }, () => randomUUID())
     const entry = (i: number): AuditEntry => ({

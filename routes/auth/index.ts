@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { DateTime, NoContent, Role, strict, Uuid } from '../schemas.js'
+import { DateTime, NoContent, PageLimit, Role, strict, Uuid } from '../schemas.js'
 import type { FastifyRequest } from 'fastify'
 import { PASSWORD_MAX, PASSWORD_MIN } from '../../services/passwords.js'
 
@@ -28,7 +28,8 @@ const SessionList = Type.Object({
     ip: Type.Union([Type.String(), Type.Null()]),
     userAgent: Type.Union([Type.String(), Type.Null()]),
     current: Type.Boolean()
-  }))
+  })),
+  nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'pass as ?cursor= for the next page; null on the last page' })
 })
 
 const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.headers['user-agent'] ?? null })
@@ -37,7 +38,8 @@ const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   const { accounts, config } = fastify
   // Stricter per-IP limits on the credential routes (with a strict per-process fallback when
-  // Redis is down); login is limited per account as well (fastify.accountRateLimit).
+  // Redis is down). Login and the current password are also limited per (account, client) and
+  // per account, in Postgres (services/login-throttle.ts).
   const perIp = { max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS, strictFallbackMax: config.AUTH_RATE_LIMIT_FALLBACK_MAX }
 
   fastify.post('/api/v1/auth/signup', {
@@ -51,7 +53,6 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/api/v1/auth/login', {
     config: { auth: false, rateLimit: perIp },
-    preHandler: fastify.accountRateLimit,
     schema: {
       tags: ['auth'],
       body: Type.Object({
@@ -83,8 +84,16 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/v1/auth/sessions', {
     config: { auth: 'session' },
-    schema: { tags: ['auth'], response: { 200: SessionList } }
-  }, async (request) => ({ sessions: await accounts.listSessions(request.auth!) }))
+    schema: {
+      tags: ['auth'],
+      description: 'The caller\'s live sessions, newest first, a page at a time.',
+      querystring: Type.Object({
+        limit: PageLimit(100, 50),
+        cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'nextCursor of the previous page' }))
+      }, strict),
+      response: { 200: SessionList }
+    }
+  }, async (request) => accounts.listSessions(request.auth!, request.query))
 
   fastify.delete('/api/v1/auth/sessions/:id', {
     config: { auth: 'session' },
@@ -102,7 +111,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: NoContent }
     }
   }, async (request, reply) => {
-    await accounts.changePassword(request.auth!, request.body.currentPassword, request.body.newPassword)
+    await accounts.changePassword(request.auth!, request.body.currentPassword, request.body.newPassword, meta(request))
     return reply.code(204).send(null)
   })
 }

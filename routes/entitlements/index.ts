@@ -28,7 +28,9 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['entitlements'], querystring: Type.Object({ feature: Feature }, strict), response: { 200: Check } }
   }, async (request) => ({ feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature, request.withTenant) }))
 
+  // A POST for its body only: it changes nothing, so it goes on in every lifecycle.
   fastify.post('/api/v1/entitlements/check', {
+    config: { lifecycle: 'read' },
     schema: {
       tags: ['entitlements'],
       body: Type.Object({ features: Type.Array(Feature, { minItems: 1, maxItems: FEATURES.length, uniqueItems: true }) }, strict),

@@ -11,7 +11,7 @@ const BEARER = /^Bearer (.+)$/i
  * CRON_SECRET; otherwise every path under it is a plain 404.
  */
 const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { config, jobRunner } = fastify
+  const { config, jobRunner, cronSecretLimit } = fastify
   if (!config.ENABLE_INTERNAL_CRON || !config.CRON_SECRET) return
   const matches = secretMatcher(config.CRON_SECRET)
 
@@ -29,10 +29,17 @@ const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
         })
       }
     }
-  }, async (request) => {
+  }, async (request, reply) => {
+    // Wrong secrets have a strict budget per client IP (CRON_AUTH_FAILURES_PER_MINUTE), checked
+    // before the comparison: once it is spent, even the right secret answers 429 until the
+    // window ends, so a guesser learns nothing from its next tries.
+    await cronSecretLimit.check(request, reply)
     const match = BEARER.exec(request.headers.authorization ?? '')
     if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <CRON_SECRET>')
-    if (!matches(match[1]!)) throw new AppError('AUTH_INVALID_TOKEN', 'the cron secret is not valid')
+    if (!matches(match[1]!)) {
+      await cronSecretLimit.failed(request, reply)
+      throw new AppError('AUTH_INVALID_TOKEN', 'the cron secret is not valid')
+    }
     if (!jobRunner.has(request.params.job)) throw new AppError('NOT_FOUND', `no job named ${request.params.job}; jobs: ${jobRunner.names().join(', ')}`)
     return jobRunner.run(request.params.job, 'cron')
   })

@@ -29,7 +29,7 @@ function invalidCursor (err: unknown): never {
 /** Recording mode: API.md's Recording mode table (the recorder script is routes/recorder). */
 const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, entitlements } = fastify
-  const service = createRecordingService({ db: fastify.db })
+  const service = createRecordingService({ db: fastify.db, slots: fastify.tenantSlots })
   const budget = createEventBudget()
 
   fastify.post('/api/v1/recordings/events', {

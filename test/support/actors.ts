@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import type { App } from '../../app.js'
+import { databaseUrls } from '../../config.js'
 
 export interface Actor { accessToken: string, refreshToken: string, tenant: { id: string, slug: string } | null, user: { id: string, email: string } }
 
@@ -16,7 +17,7 @@ export async function signupTenant (app: App, name = `Tenant ${++counter}`): Pro
 
 /** Creates an operator (as the bootstrap does) and logs in without a tenant. */
 export async function loginOperator (app: App, email = `operator-${process.pid}-${++counter}@example.test`): Promise<Actor> {
-  await app.accounts.ensureOperator(email, 'operator password 1')
+  await app.accounts.ensureOperator(databaseUrls(app.config).migration, email, 'operator password 1')
   const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password: 'operator password 1' } })
   assert.equal(res.statusCode, 200, res.body)
   const actor = res.json() as Actor
