@@ -38,6 +38,9 @@ export async function provisionRoles (admin: pg.Client, ownerPassword: string, a
     await ensure(OWNER_ROLE, `LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD ${literal(ownerPassword)}`)
     await ensure(APP_ROLE, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD ${literal(appPassword)}`)
     await admin.query(`GRANT ${ident(RUNTIME_GROUP)} TO ${ident(APP_ROLE)}`)
+    // The pool's connections all log in as this role, which sees its own other connections'
+    // statement text in pg_stat_activity (token hashes, signed contexts): don't record it.
+    await admin.query(`ALTER ROLE ${ident(APP_ROLE)} SET track_activities = off`)
   } finally {
     await admin.query('SELECT pg_advisory_unlock(727001000)')
   }

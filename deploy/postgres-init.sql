@@ -16,6 +16,11 @@ CREATE ROLE govula_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
 CREATE ROLE govula_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
   PASSWORD 'govula_app_dev_only';
 GRANT govula_runtime TO govula_app;
+-- Every pooled connection logs in as govula_app, and a role sees the statement text of its own
+-- other connections in pg_stat_activity: one SQL injection could read the token hashes and
+-- signed contexts that other requests send. Not recording it for this role closes that
+-- (only a superuser can turn it back on). docs/operations.md, check statement-privacy.
+ALTER ROLE govula_app SET track_activities = off;
 
 -- Owned by govula_owner: on PostgreSQL 15+ that also makes it the owner of schema public,
 -- which the first migration needs (it revokes CREATE there from PUBLIC).

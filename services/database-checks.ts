@@ -139,6 +139,19 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, contex
       }
     },
     {
+      // Every pooled connection is the same role, and a role reads the statement text of its
+      // other connections in pg_stat_activity: with it recorded, one SQL injection could read
+      // the token hashes and signed contexts that other requests send (and replay them until
+      // the access token, or the context's five minutes, run out).
+      name: 'statement-privacy',
+      critical: false,
+      async run () {
+        const { rows: [r] } = await pool.query<{ on: boolean }>("SELECT current_setting('track_activities')::boolean AS on")
+        if (r!.on) throw new CheckFailure('the runtime role\'s statements are visible to its other connections; as a superuser: ALTER ROLE <runtime login> SET track_activities = off (docs/operations.md)')
+        return "the runtime role's statements are not recorded"
+      }
+    },
+    {
       name: 'row-level-security',
       critical: true,
       async run () {

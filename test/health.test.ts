@@ -15,7 +15,7 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
   assert.equal(ready.statusCode, 200)
   const body = ready.json()
   assert.equal(body.status, 'ready')
-  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'request-context', 'runtime-role', 'pool-sizing', 'row-level-security'])
+  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'request-context', 'runtime-role', 'pool-sizing', 'statement-privacy', 'row-level-security'])
   // pool-sizing is informational and counts the runtime role's connections server-wide, so a
   // test file running beside this one can tip it; every check that gates readiness must pass.
   const gating = body.checks.filter((c: { name: string }) => c.name !== 'pool-sizing')

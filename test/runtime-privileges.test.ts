@@ -240,3 +240,21 @@ test('a context left at session level on a pooled connection does not carry into
   const seen = await app.db.withTransaction(c => c.query('SELECT app_tenant_id() AS t'))
   assert.equal(seen.rows[0].t, null)
 })
+
+test("the runtime role cannot read its other connections' statements (token hashes, signed contexts) in pg_stat_activity", async () => {
+  const other = await connect(db.runtimeUrl)
+  const pid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+  const marker = `marker-${randomBytes(6).toString('hex')}`
+  const running = other.query(`SELECT pg_sleep(0.5), '${marker}' AS m`)
+  try {
+    const seen = await runtime.query<{ query: string, state: string }>(
+      "SELECT coalesce(query, '') AS query, coalesce(state, '') AS state FROM pg_stat_activity WHERE pid = $1", [pid])
+    assert.equal(seen.rowCount, 1, 'the connection itself is listed (replicas are counted by name)')
+    assert.doesNotMatch(seen.rows[0]!.query, new RegExp(marker))
+    assert.equal(seen.rows[0]!.state, 'disabled')
+  } finally {
+    await running
+  }
+  const health = (await app.inject('/api/v1/health')).json() as { checks: Array<{ name: string, ok: boolean }> }
+  assert.deepEqual(health.checks.find(c => c.name === 'statement-privacy')?.ok, true)
+})
