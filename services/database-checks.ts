@@ -35,7 +35,8 @@ export interface RlsViolation { table: string, problem: string }
 export async function rlsViolations (client: Pick<pg.ClientBase, 'query'>): Promise<RlsViolation[]> {
   const { rows } = await client.query<{ table: string, enabled: boolean, forced: boolean, policies: number }>(`
     SELECT c.relname AS table, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
-           (SELECT count(*)::int FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+           -- Policies for everyone (no TO clause): the owner's own (owner_lookup and the like) do not count.
+           (SELECT count(*)::int FROM pg_policy p WHERE p.polrelid = c.oid AND p.polroles = '{0}') AS policies
       FROM pg_class c
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
      WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
