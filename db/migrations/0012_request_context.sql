@@ -264,5 +264,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION app_tenant_user_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app_tenant_user_ids() TO govula_runtime;
+-- The tenant's members first: a read that finds its rows there never computes the other two.
 ALTER POLICY account_visibility ON users
-  USING (id = (SELECT app_user_id()) OR (SELECT app_is_operator()) OR id = ANY ((SELECT app_tenant_user_ids())::uuid[]));
+  USING (id = ANY ((SELECT app_tenant_user_ids())::uuid[]) OR id = (SELECT app_user_id()) OR (SELECT app_is_operator()));
