@@ -4,6 +4,7 @@ import { test } from 'node:test'
 import { LIST_FIRST_SQL } from '../services/recordings.js'
 import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
+import { setContract } from './support/faults.js'
 
 // The recordings list reads per-recording summaries kept by the ingest and purge statements
 // (0010_recording_summaries.sql), never the events themselves. Every list below is read while a
@@ -19,13 +20,7 @@ const DAY = 86_400_000
 
 async function recordingTenant (features: Record<string, unknown> = {}) {
   const t = await signupTenant(app)
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`,
-    headers: bearer(operator),
-    payload: { features: { recording_mode: true, recording_events_per_minute: 10_000_000, ...features }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
+  await setContract(app, operator, t.tenant!.id, { recording_mode: true, recording_events_per_minute: 10_000_000, ...features })
   return t
 }
 
