@@ -34,7 +34,7 @@ export default fp(async (fastify) => {
   ])
   // Without a signing key (production with AUDIT_SIGNING_KEY unset) there is nothing to sign with.
   const signer = resolveAuditSigner(config.AUDIT_SIGNING_KEY, config.NODE_ENV)
-  if (signer) jobs.set('audit-checkpoint', { intervalMs: config.JOB_AUDIT_CHECKPOINT_INTERVAL_S * 1000, run: (signal) => checkpointAuditChains({ db, signer }, signal) })
+  if (signer) jobs.set('audit-checkpoint', { intervalMs: config.JOB_AUDIT_CHECKPOINT_INTERVAL_S * 1000, run: (signal) => checkpointAuditChains({ db, signer, log }, signal) })
   fastify.decorate('jobs', jobs)
   const runner = createJobRunner({ db, log, instance, jobs, onOutcome: (job, outcome) => fastify.metrics.jobRuns.inc({ job, outcome }) })
   fastify.decorate('jobRunner', runner)

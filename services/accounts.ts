@@ -120,7 +120,7 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
       // the email has an account); unknown accounts cost one argon2 verification too (a dummy
       // hash) and get the same 401.
       const address = clientKey(meta.ip)
-      const row = await throttle.attempt(db.pool, normaliseEmail(input.email), address)
+      const row = await throttle.attempt(db, normaliseEmail(input.email), address)
       const ok = await hasher.verify(row?.password_hash ?? null, input.password)
       if (!row || !ok || row.disabled) throw invalidCredentials()
       const user = { id: row.user_id, email: row.email, password_hash: row.password_hash, is_operator: row.is_operator }
@@ -213,7 +213,7 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
      */
     async changePassword (auth: AuthContext, currentPassword: string, newPassword: string, meta: ClientMeta): Promise<void> {
       const address = clientKey(meta.ip)
-      const row = await throttle.attempt(db.pool, normaliseEmail(auth.email), address)
+      const row = await throttle.attempt(db, normaliseEmail(auth.email), address)
       const ok = await hasher.verify(row?.password_hash ?? null, currentPassword)
       if (!row || row.user_id !== auth.userId || !ok) throw invalidCredentials()
       const hash = await hasher.hash(newPassword)

@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net'
 import { AppError } from '../errors.js'
-import type { Queryable } from './database.js'
+import type { Database, Queryable } from './database.js'
 
 /**
  * Brute-force protection for credential checks (login, and the current password of a password
@@ -73,9 +73,12 @@ export function createLoginThrottle (policy: ThrottlePolicy, sleep = (ms: number
      * 429 when this client is refused on this email; waits ceilingDelayMs first when the email
      * is past its ceiling and this client has not failed on it.
      */
-    async attempt (db: Queryable, email: string, client: string): Promise<CredentialRow | null> {
+    async attempt (db: Pick<Database, 'query' | 'context'>, email: string, client: string): Promise<CredentialRow | null> {
+      const limits = { maxFailuresPerClient: policy.maxFailuresPerClient, maxFailuresPerAccount: policy.maxFailuresPerAccount }
+      // The hash comes out only with the service's proof for this email, client and limits.
+      const proof = db.context.credentialProof({ email, client, ...limits })
       const { rows: [row] } = await db.query<AttemptRow>(
-        'SELECT * FROM auth_credential_attempt($1, $2, $3, $4)', [email, client, policy.maxFailuresPerClient, policy.maxFailuresPerAccount])
+        'SELECT * FROM auth_credential_attempt($1, $2, $3, $4, $5)', [proof, email, client, limits.maxFailuresPerClient, limits.maxFailuresPerAccount])
       if (row!.verdict === 'refused') throw refused(row!.retry_after_s ?? 1)
       if (row!.verdict === 'slowed' && policy.ceilingDelayMs > 0) await sleep(policy.ceilingDelayMs)
       return row!.user_id ? row as CredentialRow : null

@@ -2,7 +2,7 @@ import { isUuid, type Database, type Queryable, type TenantRun } from './databas
 import type { Decision } from './entitlements.js'
 import type { Logger } from './logger.js'
 import { eachTenant } from './jobs/each-tenant.js'
-import { TenantBusyError, type TenantSlots } from './tenant-slots.js'
+import type { TenantSlots } from './tenant-slots.js'
 
 // Recording mode (docs/recording.md): idempotent batch ingest, ordered reads with a keyset
 // cursor, the events-per-minute budget and the retention purge. Framework-free: the route
@@ -237,22 +237,14 @@ export async function purgeExpiredRecordings ({ db, log, entitlements, now = Dat
   { batchSize = 1000, tenantPageSize = 500 }: { batchSize?: number, tenantPageSize?: number } = {}) {
   let deleted = 0
   let batches = 0
-  const tenants = await eachTenant(db, signal, async (tenantId) => {
+  const tenants = await eachTenant(db, log, signal, async (tenantId) => {
     const { limit: days } = await entitlements.check(tenantId, 'recording_retention_days')
     if (days === null) return
     const cutoff = new Date(now() - days * DAY_MS)
     let fromTenant = 0
     while (!signal.aborted) {
-      let rowCount: number | null
-      try {
-        ({ rowCount } = await db.withTenant(tenantId, c => c.query(PURGE_SQL, [tenantId, cutoff, batchSize])))
-      } catch (err) {
-        // The tenant's requests hold its whole share of the pool: the rest waits for the next run
-        // rather than failing the job for every tenant after it.
-        if (!(err instanceof TenantBusyError)) throw err
-        log.warn({ tenantId, deleted: fromTenant }, 'recording purge skipped a tenant whose share of the pool is busy')
-        break
-      }
+      // A busy tenant (TenantBusyError) is skipped by eachTenant; what was deleted stays deleted.
+      const { rowCount } = await db.withTenant(tenantId, c => c.query(PURGE_SQL, [tenantId, cutoff, batchSize]))
       batches++
       fromTenant += rowCount ?? 0
       if ((rowCount ?? 0) < batchSize) break

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto'
+import { createHash, createHmac } from 'node:crypto'
 import pg from 'pg'
 import { AppError } from '../errors.js'
 
@@ -25,7 +25,14 @@ export interface ContextSigner {
   sign(context: RequestContext): string
   /** `SELECT set_config('app.context', …, true)` for this context, as one literal statement. */
   statement(context: RequestContext): string
+  /**
+   * The proof auth_credential_attempt asks for before it hands out a password hash: the
+   * service vouches for this email, client and these limits (a statement cannot, lacking the key).
+   */
+  credentialProof(attempt: CredentialAttempt): string
 }
+
+export interface CredentialAttempt { email: string, client: string, maxFailuresPerClient: number, maxFailuresPerAccount: number }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -43,6 +50,11 @@ export function createContextSigner (): ContextSigner {
   let key: Buffer | undefined
   // The database's clock judges expiry: the difference to ours, measured when the key is read.
   let offsetS = 0
+  const mac = (payload: string) => {
+    if (!key) throw new AppError('SERVICE_UNAVAILABLE', 'the service is starting: retry shortly', { headers: { 'retry-after': '1' } })
+    return createHmac('sha256', key).update(payload).digest('hex')
+  }
+  const expiry = () => Math.floor(Date.now() / 1000 + offsetS) + CONTEXT_VALID_S
   const signer: ContextSigner = {
     get loaded () { return key !== undefined },
     async load (owner) {
@@ -52,12 +64,14 @@ export function createContextSigner (): ContextSigner {
       key = row.key
     },
     sign (context) {
-      if (!key) {
-        throw new AppError('SERVICE_UNAVAILABLE', 'the service is starting: retry shortly', { headers: { 'retry-after': '1' } })
-      }
-      const expires = Math.floor(Date.now() / 1000 + offsetS) + CONTEXT_VALID_S
-      const payload = `${part(context.tenantId, 'tenantId')}:${part(context.userId, 'userId')}:${context.operator ? '1' : '0'}:${expires}`
-      return `${payload}/${createHmac('sha256', key).update(payload).digest('hex')}`
+      const payload = `${part(context.tenantId, 'tenantId')}:${part(context.userId, 'userId')}:${context.operator ? '1' : '0'}:${expiry()}`
+      return `${payload}/${mac(payload)}`
+    },
+    credentialProof ({ email, client, maxFailuresPerClient, maxFailuresPerAccount }) {
+      // The same text auth_credential_attempt rebuilds (db/migrations/0012_request_context.sql).
+      const expires = expiry()
+      const emailHash = createHash('sha256').update(email).digest('hex')
+      return `${expires}/${mac(`credential|${emailHash}|${client}|${maxFailuresPerClient}|${maxFailuresPerAccount}|${expires}`)}`
     },
     statement (context) {
       return `SELECT set_config('app.context', '${signer.sign(context)}', true)`

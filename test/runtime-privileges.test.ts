@@ -97,6 +97,17 @@ test('the key and the signing function are out of reach; audit rows go only thro
   await assert.rejects(runtime.query('SELECT key FROM request_context_key'), /permission denied/)
   await assert.rejects(runtime.query('SELECT app_context_sign($1, NULL, true)', [b.tenant!.id]), /permission denied/)
 
+  // A password hash comes out of auth_credential_attempt only with the service's proof for that
+  // very email, client and limits: not for free, not with limits of the caller's choosing.
+  const limits = { maxFailuresPerClient: 10, maxFailuresPerAccount: 100 }
+  const proof = app.db.context.credentialProof({ email: b.user.email, client: '192.0.2.1', ...limits })
+  const attempt = (p: string, max: number) => runtime.query('SELECT password_hash FROM auth_credential_attempt($1, $2, $3, $4, $5)', [p, b.user.email, '192.0.2.1', max, 100])
+  await assert.rejects(attempt(`${Math.floor(Date.now() / 1000) + 300}/${'0'.repeat(64)}`, 10), /proof for this attempt/)
+  await assert.rejects(attempt(proof, 1_000_000), /proof for this attempt/)
+  assert.match((await attempt(proof, 10)).rows[0].password_hash, /^\$argon2id\$/, 'the control: the service\'s own proof works')
+  const { rows: [counted] } = await admin.query('SELECT coalesce(sum(failures), 0)::int AS n FROM login_failures')
+  assert.equal(counted.n, 1, 'only the proven attempt was counted')
+
   // In b's own, valid context: still no direct INSERT with a hash of its choosing.
   await runtime.query(`BEGIN; ${app.db.context.statement({ tenantId: b.tenant!.id })}`)
   try {
@@ -174,7 +185,7 @@ test('catalog: the runtime role holds exactly the table, column and function pri
     'app_user_id()': 'definer',
     'audit_append(text,uuid,text)': 'definer',
     'auth_create_user(uuid,text,text)': 'definer',
-    'auth_credential_attempt(text,text,integer,integer)': 'definer',
+    'auth_credential_attempt(text,text,text,integer,integer)': 'definer',
     'auth_credential_verified(text)': 'definer',
     'auth_resolve_access(uuid,bytea,interval)': 'definer',
     'auth_store_password_hash(text,boolean)': 'definer',

@@ -146,3 +146,24 @@ test('slots (unit): at most max per tenant, handed over first in first out, each
   none.tryTake('t')
   await assert.rejects(none.take('t'), TenantBusyError)
 })
+
+test('a job visiting tenants skips one whose share of the pool is busy, and takes every other tenant', async () => {
+  const app = await appWith({ DB_TENANT_MAX_CONNECTIONS: 1, DB_TENANT_QUEUE_TIMEOUT_MS: 0 })
+  const a = await signupTenant(app)
+  const b = await signupTenant(app)
+  await admin.query('SELECT pg_advisory_lock($1)', [LOCK])
+  const held = fire(app, a, 1)
+  try {
+    await waitFor(async () => await stalled() === 1, { what: "a's one connection stalled" })
+    // a holds its whole share; the checkpoint job must still sign b's chains and succeed.
+    const outcome = await app.jobRunner.run('audit-checkpoint', 'cron')
+    assert.equal(outcome.ran, true)
+    const { rows } = await admin.query<{ tenant_id: string }>('SELECT DISTINCT tenant_id::text FROM audit_checkpoints WHERE tenant_id IS NOT NULL')
+    const signed = rows.map(r => r.tenant_id)
+    assert.ok(signed.includes(b.tenant!.id), 'b was checkpointed')
+    assert.ok(!signed.includes(a.tenant!.id), 'a, busy, was left for the next run')
+  } finally {
+    await admin.query('SELECT pg_advisory_unlock($1)', [LOCK])
+    await held.all
+  }
+})

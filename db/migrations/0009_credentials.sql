@@ -55,17 +55,29 @@ GRANT SELECT (id, email, is_operator, disabled_at) ON users TO govula_runtime;
 --            verified (the caller waits first). The attempt is counted.
 --   allowed  counted; the account's row, if there is one, for the caller to verify.
 -- p_email is normalised by the caller (trimmed, lower-cased); an unknown email takes the same
--- path and returns the same verdicts with no account. Every call deletes up to two rows whose
+-- path and returns the same verdicts with no account.
+-- p_proof is the service's word for exactly this email, client and these limits (the HMAC of
+-- services/request-context.ts's credentialProof, under the key of request_context_key, made in
+-- 0012): without it a statement could ask for any account's hash, with limits of its choosing.
+-- No proof, no row and nothing counted. Every call deletes up to two rows whose
 -- window is over, so the table never holds much more than the last hour's failures.
-CREATE FUNCTION auth_credential_attempt(p_email text, p_client text, p_max_client integer, p_max_account integer)
+CREATE FUNCTION auth_credential_attempt(p_proof text, p_email text, p_client text, p_max_client integer, p_max_account integer)
 RETURNS TABLE (verdict text, retry_after_s integer, user_id uuid, email text, password_hash text, is_operator boolean, disabled boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   email_key bytea := sha256(convert_to(p_email, 'UTF8'));
+  expires text := split_part(p_proof, '/', 1);
+  k record;
   mine integer;
   mine_since timestamptz;
   everyone integer;
 BEGIN
+  SELECT ipad, opad INTO k FROM public.request_context_key;
+  IF expires !~ '^[0-9]{1,12}$' OR expires::bigint <= extract(epoch FROM now())
+     OR encode(sha256(k.opad || sha256(k.ipad || convert_to('credential|' || encode(email_key, 'hex') || '|' || p_client || '|'
+          || p_max_client || '|' || p_max_account || '|' || expires, 'UTF8'))), 'hex') IS DISTINCT FROM split_part(p_proof, '/', 2) THEN
+    RAISE EXCEPTION 'auth_credential_attempt needs the service''s proof for this attempt' USING ERRCODE = 'insufficient_privilege';
+  END IF;
   -- Attempts on one email queue here (a statement's worth), so the budgets are exact.
   PERFORM pg_advisory_xact_lock(727009002, hashtext(encode(email_key, 'hex')));
   DELETE FROM login_failures f WHERE f.ctid = ANY (ARRAY(
@@ -149,7 +161,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION auth_credential_attempt(text, text, integer, integer), auth_credential_verified(text),
+REVOKE ALL ON FUNCTION auth_credential_attempt(text, text, text, integer, integer), auth_credential_verified(text),
   auth_store_password_hash(text, boolean), auth_create_user(uuid, text, text), auth_user_by_email(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION auth_credential_attempt(text, text, integer, integer), auth_credential_verified(text),
+GRANT EXECUTE ON FUNCTION auth_credential_attempt(text, text, text, integer, integer), auth_credential_verified(text),
   auth_store_password_hash(text, boolean), auth_create_user(uuid, text, text), auth_user_by_email(text) TO govula_runtime;

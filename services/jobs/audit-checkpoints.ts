@@ -1,5 +1,6 @@
 import { createCheckpoints, type AuditSigner } from '../audit-checkpoints.js'
 import type { Database } from '../database.js'
+import type { Logger } from '../logger.js'
 import { eachTenant } from './each-tenant.js'
 
 /**
@@ -7,10 +8,10 @@ import { eachTenant } from './each-tenant.js'
  * operator chain (docs/audit.md), each scope in its own transaction. A head an earlier run
  * already signed is not stored again, so a quiet tenant costs two index reads.
  */
-export async function checkpointAuditChains ({ db, signer }: { db: Database, signer: AuditSigner }, signal: AbortSignal) {
+export async function checkpointAuditChains ({ db, signer, log }: { db: Database, signer: AuditSigner, log: Logger }, signal: AbortSignal) {
   let signed = 0
   const count = (checkpoints: unknown[]) => { signed += checkpoints.length }
-  const tenants = await eachTenant(db, signal, async (tenantId) => {
+  const tenants = await eachTenant(db, log, signal, async (tenantId) => {
     count(await db.withTenant(tenantId, c => createCheckpoints(c, signer, tenantId)))
   })
   if (!signal.aborted) count(await db.withOperator(c => createCheckpoints(c, signer, null)))
