@@ -187,7 +187,7 @@ export function queryTimeoutMs (config: Config): number {
   return (config.DB_STATEMENT_TIMEOUT || 10_000) + 1000
 }
 
-/** The three connection strings, with DESIGN.md's fallbacks applied. */
+/** The three connection strings, each falling back to DATABASE_URL (docs/operations.md). */
 export function databaseUrls (config: Config) {
   if (!config.DATABASE_URL) throw new ConfigError('DATABASE_URL', 'is required here (server.ts fills it with the embedded Postgres when unset)')
   return {

@@ -1,5 +1,5 @@
 // The one registry of error codes. Every 4xx/5xx on the wire carries one of these codes in
-// the RFC 9457 problem+json shape of API.md; clients switch on `code`, never on `title`.
+// the RFC 9457 problem+json shape (docs/errors.md); clients switch on `code`, never on `title`.
 export const errorCatalog = {
   VALIDATION_FAILED: { status: 400, title: 'Request validation failed' },
   MALFORMED_JSON: { status: 400, title: 'Malformed JSON body' },

@@ -1,7 +1,7 @@
 // npx tsx bench/recordings.ts — ingested recording events per second, in batches of 100,
 // through the full HTTP path (auth, entitlement gate, validation, budget, one INSERT) against
 // app.listen. The load generator is autocannon in a child process (its own event loop), as in
-// PERFORMANCE-NOTES.md. Besides events/s it reports the CPU time the server
+// bench/run.ts. Besides events/s it reports the CPU time the server
 // process and its Postgres backends spent per event: on a machine shared with other work the
 // throughput drifts with the neighbours, the CPU cost much less.
 //   BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_CONNECTIONS (16), BENCH_BATCH (100)

@@ -45,7 +45,7 @@ export default fp(async (fastify) => {
   await fastify.register(swagger, {
     openapi: {
       openapi: '3.1.0', // 3.1: TypeBox emits JSON Schema (type 'null', type lists), which 3.0 lacks
-      info: { title: 'Govula core', version: '1.0.0', description: 'The REST contract of API.md. Errors are RFC 9457 problem+json.' },
+      info: { title: 'Govula core', version: '1.0.0', description: 'The REST contract of Govula core. Errors are RFC 9457 problem+json (docs/errors.md).' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]
     },

@@ -10,7 +10,7 @@ import { decodeSessionCursor, RefreshReuseDetected, type AuthContext, type Clien
 
 export interface TenantSummary { id: string, name: string, slug: string, role: Role }
 
-/** The session envelope of API.md. */
+/** The session envelope every sign-up, login and refresh answers (docs/auth.md). */
 export interface SessionEnvelope {
   accessToken: string
   refreshToken: string

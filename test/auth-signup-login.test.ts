@@ -29,7 +29,7 @@ function assertEnvelope (body: Envelope, expected: { email: string, tenant: Enve
   if (expected.tenant !== 'any') assert.deepEqual(body.tenant, expected.tenant)
 }
 
-test('signup: 201 with the session envelope of API.md; user, tenant, owner membership and session exist', async () => {
+test('signup: 201 with the session envelope; user, tenant, owner membership and session exist', async () => {
   const email = uniqueEmail('Signup')
   const res = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: '  Acme Corp!  ' } })
   assert.equal(res.statusCode, 201, res.body)

@@ -11,7 +11,7 @@ import { ConfigSchema, loadConfig } from '../config.js'
 import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
 
 const K8S = 'deploy/k8s'
-// API.md, "Internal cron": external schedulers call these names, so they are a contract.
+// The internal cron mount (docs/jobs.md): external schedulers call these names, so they are a contract.
 const JOBS = ['audit-checkpoint', 'lifecycle-transitions', 'purge-recordings', 'purge-sessions']
 const SETTINGS = new Set(Object.keys(ConfigSchema.properties))
 
@@ -127,7 +127,7 @@ test('resources are requested (the HPA scales on CPU) and the HPA and PDB target
 const CRON_URL = /http:\/\/([\w.-]+)(?::(\d+))?\/api\/internal\/cron\/([\w-]+)/
 const cronCommand = (job: Manifest) => job.spec.jobTemplate.spec.template.spec.containers[0] as Container
 
-test('one CronJob per job of API.md, each calling the Service with the secret', () => {
+test('one CronJob per job, each calling the Service with the secret', () => {
   const calls = cronJobs.map(job => {
     const c = cronCommand(job)
     const match = CRON_URL.exec([...(c.command ?? []), ...(c.args ?? [])].join(' '))

@@ -7,7 +7,7 @@ import { bearer, signupTenant } from './support/actors.js'
 
 const db = await createTestDatabase()
 
-// API.md's contract: each of these must be in the document (more may be).
+// The REST contract: each of these must be in the document (more may be).
 const CONTRACT = [
   'GET /health', 'GET /api/v1/health',
   'POST /api/v1/auth/signup', 'POST /api/v1/auth/login', 'POST /api/v1/auth/refresh', 'POST /api/v1/auth/logout',

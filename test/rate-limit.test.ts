@@ -3,18 +3,14 @@ import { test } from 'node:test'
 import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
 import { startTestRedis } from './support/redis.js'
+import { setContract } from './support/faults.js'
+import type { App } from '../app.js'
 
 const db = await createTestDatabase()
 
-async function setTenantLimit (app: Awaited<ReturnType<typeof buildTestApp>>, operator: Actor, tenantId: string, perMinute: number) {
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${tenantId}/contract`,
-    headers: bearer(operator),
-    payload: { features: { api_requests_per_minute: perMinute }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-}
+/** The tenant's api_requests_per_minute, set through an operator contract. */
+const setTenantLimit = (app: App, operator: Actor, tenantId: string, perMinute: number) =>
+  setContract(app, operator, tenantId, { api_requests_per_minute: perMinute })
 
 test('global per-IP limit: exact count, 429 problem+json with Retry-After and draft headers; probes exempt; 404s count', async () => {
   const app = await buildTestApp(testConfig(db, { RATE_LIMIT_MAX: 5, RATE_LIMIT_WINDOW: 60_000 }))

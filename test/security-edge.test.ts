@@ -6,6 +6,7 @@ import { adminClient, buildTestApp, createTestDatabase, testConfig } from './hel
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
 import { PASSWORD, login, uniqueEmail } from './support/identity.js'
 import { startTestRedis } from './support/redis.js'
+import { setContract } from './support/faults.js'
 import { chromiumMissing, launchChromium } from './support/browser.js'
 
 // The edge of the service as an attacker meets it: who the client is (X-Forwarded-For), which
@@ -19,15 +20,9 @@ const BALANCER = '10.0.0.5'
 const viaBalancer = (clientHeader: string | null, client: string) =>
   ({ remoteAddress: BALANCER, headers: { 'x-forwarded-for': clientHeader ? `${clientHeader}, ${client}` : client } })
 
-async function setTenantLimit (app: App, operator: Actor, tenantId: string, perMinute: number) {
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${tenantId}/contract`,
-    headers: bearer(operator),
-    payload: { features: { api_requests_per_minute: perMinute }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-}
+/** The tenant's api_requests_per_minute, set through an operator contract. */
+const setTenantLimit = (app: App, operator: Actor, tenantId: string, perMinute: number) =>
+  setContract(app, operator, tenantId, { api_requests_per_minute: perMinute })
 
 async function addMember (app: App, owner: Actor): Promise<Actor> {
   const email = uniqueEmail('member')

@@ -67,7 +67,7 @@ export interface AuditRouteOptions {
   signer?: AuditSigner | null
 }
 
-/** The caller's tenant's audit chains: API.md's Audit table. Owners and admins, with audit_export. */
+/** The caller's tenant's audit chains (docs/audit.md). Owners and admins, with audit_export. */
 const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts) => {
   const signer = routeSigner(fastify.config, opts.signer)
   const auditors = { roles: ['owner' as const, 'admin' as const] }
@@ -100,7 +100,7 @@ const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts
     return request.withTenant(c => verify(c, request.query.chain ?? 'audit_log', tenantId))
   })
 
-  // Not in API.md yet: where a tenant hands back the checkpoints it kept, to learn whether
+  // Where a tenant hands back the checkpoints it kept, to learn whether
   // the chains still contain exactly what was signed (a truncated tail, a recomputed chain).
   fastify.post('/api/v1/audit/verify', {
     config: auditors,

@@ -34,7 +34,7 @@ const SessionList = Type.Object({
 
 const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.headers['user-agent'] ?? null })
 
-/** Sign-up, login, refresh, logout, sessions and password: API.md's Auth table. */
+/** Sign-up, login, refresh, logout, sessions and password (docs/auth.md). */
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   const { accounts, config } = fastify
   // Stricter per-IP limits on the credential routes (with a strict per-process fallback when

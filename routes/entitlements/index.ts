@@ -13,7 +13,7 @@ const Decision = Type.Object({
 })
 const Check = Type.Composite([Type.Object({ feature: Feature }), Decision])
 
-/** The caller's tenant's entitlements: API.md's Entitlements table. */
+/** The caller's tenant's entitlements (docs/entitlements.md). */
 const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
   const engine = fastify.entitlements
 

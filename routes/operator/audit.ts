@@ -4,7 +4,7 @@ import { allChains, listEvents, verifyChain, type ChainVerification } from '../.
 import { storedCheckpoints } from '../../services/audit-checkpoints.js'
 import { EventsPage, EventsQuery, routeSigner, Verification, type AuditRouteOptions } from '../audit/index.js'
 
-/** Operator views of the audit chains: API.md's operator audit routes. */
+/** Operator views of the audit chains (docs/audit.md). */
 const operatorAudit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts) => {
   const signer = routeSigner(fastify.config, opts.signer)
   const operator = { auth: 'operator' as const }

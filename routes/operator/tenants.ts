@@ -21,7 +21,7 @@ const ContractFeatures = Type.Object({
 const Contract = Type.Object({ tenantId: Uuid, features: ContractFeatures, startsAt: DateTime, endsAt: DateTime })
 const Params = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
-/** Operator administration of tenants: API.md's Operator table (plan, contract, lifecycle). */
+/** Operator administration of tenants: plan, contract, lifecycle (docs/entitlements.md). */
 const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
   const admin = createTenantAdmin({
     db: fastify.db,

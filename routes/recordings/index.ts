@@ -26,7 +26,7 @@ function invalidCursor (err: unknown): never {
   throw err
 }
 
-/** Recording mode: API.md's Recording mode table (the recorder script is routes/recorder). */
+/** Recording mode (docs/recording.md; the recorder script is routes/recorder). */
 const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, entitlements } = fastify
   const service = createRecordingService({ db: fastify.db, slots: fastify.tenantSlots })

@@ -5,7 +5,7 @@ import { createTenantService, TENANT_READS } from '../../services/tenants.js'
 
 const Member = Type.Object({ userId: Uuid, email: Type.String(), role: Role })
 
-/** The caller's tenant and its members: API.md's Tenant table. */
+/** The caller's tenant and its members (docs/auth.md). */
 const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
   const tenants = createTenantService({ db: fastify.db, audit: fastify.audit, entitlements: fastify.entitlements })
 

@@ -6,7 +6,7 @@ import type { App } from '../../app.js'
 
 export const PASSWORD = 'correct horse battery'
 
-/** The session envelope of API.md. */
+/** The session envelope every sign-up, login and refresh answers. */
 export interface Envelope {
   accessToken: string
   refreshToken: string
