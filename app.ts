@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
-import helmet from '@fastify/helmet'
 import pino, { type Logger } from 'pino'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
@@ -10,6 +9,7 @@ import { refuseNonFiniteNumbers } from './routes/schemas.js'
 import { checkedClientAddress, trustProxyOption } from './services/client-address.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
+import securityHeaders from './plugins/security-headers.js'
 import db from './plugins/db.js'
 import bootEnvelope from './plugins/boot-envelope.js'
 import metrics from './plugins/metrics.js'
@@ -107,12 +107,8 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
 
   await app.register(configPlugin, { config })
   await app.register(errorHandler)
-  // Headers for a JSON API: no sniffing, no framing, HSTS, and a CSP under which nothing loads
-  // (a stored payload is never run as a page); /docs sets its own CSP (plugins/openapi.ts).
-  await app.register(helmet, {
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    frameguard: { action: 'deny' }
-  })
+  // helmet's headers for a JSON API; /docs sets its own CSP (plugins/openapi.ts).
+  await app.register(securityHeaders)
   // No cache keeps an API answer (a token above all: RFC 6749 §5.1) unless its route says so.
   app.addHook('onRequest', (request, reply, done) => {
     if (request.url.startsWith('/api/')) reply.header('cache-control', 'no-store')

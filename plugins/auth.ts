@@ -82,8 +82,9 @@ export default fp(async (fastify) => {
   // when the route is declared, not when a request finds out.
   fastify.addHook('onRoute', (route) => {
     const read = route.config?.tenantRead
-    if (read !== undefined && (!read.includes('app_tenant_id()') || /[;$]/.test(read))) {
-      throw new Error(`${route.method} ${route.url}: a tenantRead is one constant statement taking its tenant from app_tenant_id(), with no ';' and no parameters`)
+    if (read !== undefined && (!/app_tenant_id\(\)|\btenant_read_\w+\(\)/.test(read) || /[;$]/.test(read))) {
+      throw new Error(`${route.method} ${route.url}: a tenantRead is one constant statement taking its tenant from the context ` +
+        "(app_tenant_id() or a tenant_read_…() function), with no ';' and no parameters")
     }
   })
 

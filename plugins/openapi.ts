@@ -66,10 +66,10 @@ export default fp(async (fastify) => {
     }
   })
   // The documentation is public and the one HTML page served; its routes are declared by the
-  // UI plugin, so mark them here (app.ts registers helmet, which reads config.helmet).
+  // UI plugin, so mark them here (plugins/security-headers.ts reads the CSP from the config).
   fastify.addHook('onRoute', (route) => {
     if (route.url === '/docs' || route.url.startsWith('/docs/')) {
-      route.config = { ...route.config, auth: false, helmet: { contentSecurityPolicy: { useDefaults: false, directives: DOCS_CSP } } } as typeof route.config
+      route.config = { ...route.config, auth: false, contentSecurityPolicy: DOCS_CSP } as typeof route.config
     }
   })
   await fastify.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } })

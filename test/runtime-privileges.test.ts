@@ -45,7 +45,10 @@ async function visibleOfB (setup: string[]): Promise<Record<string, number>> {
       audit_log: 'tenant_id = $1',
       tenant_operation_log: 'tenant_id = $1',
       recording_events: 'tenant_id = $1',
-      operator_audit_events: '$1::uuid IS NOT NULL'
+      operator_audit_events: '$1::uuid IS NOT NULL',
+      // The tenant's own reads, owner-side: they trust only a context that verifies.
+      'tenant_read_tenant()': 'id = $1',
+      'tenant_read_members()': '$1::uuid IS NOT NULL'
     })) {
       seen[table] = (await runtime.query(`SELECT 1 FROM ${table} WHERE ${where}`, [b.tenant!.id])).rowCount!
     }
@@ -54,7 +57,8 @@ async function visibleOfB (setup: string[]): Promise<Record<string, number>> {
     await runtime.query('ROLLBACK')
   }
 }
-const nothing = { tenants: 0, memberships: 0, auth_sessions: 0, audit_log: 0, tenant_operation_log: 0, recording_events: 0, operator_audit_events: 0 }
+const nothing = Object.fromEntries(['tenants', 'memberships', 'auth_sessions', 'audit_log', 'tenant_operation_log', 'recording_events',
+  'operator_audit_events', 'tenant_read_tenant()', 'tenant_read_members()'].map(table => [table, 0]))
 const literal = (s: string) => pg.Client.prototype.escapeLiteral(s)
 
 test('a context the service signed opens its tenant (the control for the attacks below)', async () => {
@@ -62,6 +66,7 @@ test('a context the service signed opens its tenant (the control for the attacks
   const seen = await visibleOfB([app.db.context.statement({ tenantId: b.tenant!.id })])
   const { operator_audit_events: operatorRows, ...tenantTables } = seen
   assert.equal(operatorRows, 0, 'a tenant context does not see the operator chain')
+  assert.equal(seen['tenant_read_tenant()'], 1, "b's own tenant row and only that")
   for (const [table, n] of Object.entries(tenantTables)) assert.ok(n > 0, `${table}: b's rows are visible in b's context`)
   const operator = await visibleOfB([app.db.context.statement({ operator: true })])
   assert.ok(operator.tenants === 1 && (operator.operator_audit_events ?? 0) > 0, JSON.stringify(operator))
@@ -190,7 +195,9 @@ test('catalog: the runtime role holds exactly the table, column and function pri
     'auth_resolve_access(uuid,bytea,interval)': 'definer',
     'auth_store_password_hash(text,boolean)': 'definer',
     'auth_user_by_email(text)': 'definer',
-    'recording_events_ingest(text,json)': 'invoker'
+    'recording_events_ingest(text,json)': 'invoker',
+    'tenant_read_members()': 'definer',
+    'tenant_read_tenant()': 'definer'
   })
   // Every definer function pins its search_path: a temporary object cannot stand in for a table.
   const { rows: unpinned } = await admin.query(`
