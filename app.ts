@@ -6,12 +6,12 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { problem } from './errors.js'
 import { refuseNonFiniteNumbers } from './routes/schemas.js'
-import { checkedClientAddress, trustProxyOption } from './services/client-address.js'
+import { checkedClientAddress, trustProxyOption } from './infra/client-address.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import securityHeaders from './plugins/security-headers.js'
 import db from './plugins/db.js'
-import bootEnvelope from './plugins/boot-envelope.js'
+import readiness from './plugins/readiness.js'
 import metrics from './plugins/metrics.js'
 import openapi from './plugins/openapi.js'
 import audit from './plugins/audit.js'
@@ -20,6 +20,7 @@ import tenantContext from './plugins/tenant-context.js'
 import entitlements from './plugins/entitlements.js'
 import entitlementBroadcast from './plugins/entitlement-broadcast.js'
 import rateLimit from './plugins/rate-limit.js'
+import notFound from './plugins/not-found.js'
 import scheduler from './plugins/scheduler.js'
 import healthRoutes from './routes/health/index.js'
 import authRoutes from './routes/auth/index.js'
@@ -115,7 +116,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
     done()
   })
   await app.register(db)
-  await app.register(bootEnvelope)
+  await app.register(readiness)
   await app.register(metrics)
   await app.register(audit)
   await app.register(auth)
@@ -123,6 +124,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(entitlements)
   await app.register(entitlementBroadcast)
   await app.register(rateLimit)
+  await app.register(notFound)
   await app.register(scheduler)
   await app.register(openapi)
 
@@ -148,7 +150,7 @@ export type App = Awaited<ReturnType<typeof buildApp>>
  * flight finish and runs the plugins' onClose hooks in reverse (the pool ends last).
  */
 export async function gracefulClose (app: App, drainDelayMs = 0) {
-  app.bootEnvelope.drain()
+  app.readiness.drain()
   if (drainDelayMs > 0) await new Promise(resolve => setTimeout(resolve, drainDelayMs))
   await app.close()
 }

@@ -1,5 +1,5 @@
-import { createAuditSigner } from './services/audit-checkpoints.js'
-import { parseTrustProxy } from './services/client-address.js'
+import { createAuditSigner } from './infra/audit-signer.js'
+import { parseTrustProxy } from './infra/client-address.js'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -157,7 +157,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   const first = Value.Errors(ConfigSchema, withDefaults).First()
   if (first) {
     const key = first.path.replace(/^\//, '') || '(config)'
-    throw new ConfigError(key, `${first.message.replace(/^Expected/, 'expected')} (got ${JSON.stringify(first.value)})`)
+    // A secret's value never reaches the message (it goes to logs and terminals).
+    const got = /SECRET|PASSWORD|KEY|_URL$/.test(key) ? `a value of ${String(first.value).length} characters` : JSON.stringify(first.value)
+    throw new ConfigError(key, `${first.message.replace(/^Expected/, 'expected')} (got ${got})`)
   }
   const config = withDefaults as Static<typeof ConfigSchema>
   for (const key of ['DATABASE_URL', 'DATABASE_DIRECT_URL', 'MIGRATION_DATABASE_URL'] as const) {

@@ -10,7 +10,7 @@ const db = await benchDatabase()
 // Limits out of the way: this measures the work of a request, not the limiter's answer.
 const app = await buildApp(db.config({ AUTH_RATE_LIMIT_MAX: 1_000_000, LOGIN_MAX_FAILURES_PER_HOUR: 1_000_000, RATE_LIMIT_MAX: 1_000_000 }))
 await app.ready()
-await app.bootEnvelope.refresh()
+await app.readiness.refresh()
 
 const email = randomEmail()
 const password = 'bench password 1'

@@ -4,10 +4,11 @@ import type pg from 'pg'
 import { databaseUrls } from '../config.js'
 import { AppError } from '../errors.js'
 import { createAccountService, type AccountService } from '../services/accounts.js'
-import { createPasswordHasher } from '../services/passwords.js'
-import type { HeldTransaction } from '../services/database.js'
+import { createPasswordHasher } from '../infra/passwords.js'
+import type { HeldTransaction } from '../infra/database.js'
 import { createSessionService, type AuthContext, type Role } from '../services/sessions.js'
-import { countHeldTransaction } from '../services/tenant-slots.js'
+import { countHeldTransaction } from '../infra/tenant-slots.js'
+import { bearerToken } from '../infra/http.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -39,13 +40,6 @@ declare module 'fastify' {
      */
     tenantRead?: string
   }
-}
-
-const BEARER = /^Bearer ([^\s]+)$/i
-/** The access token of `Authorization: Bearer <token>`, or null. */
-export function bearerToken (request: FastifyRequest): string | null {
-  const header = request.headers.authorization
-  return header ? BEARER.exec(header)?.[1] ?? null : null
 }
 
 /**
@@ -96,7 +90,7 @@ export default fp(async (fastify) => {
   fastify.addHook('preParsing', async (request, reply) => {
     const mode = request.routeOptions.config.auth ?? 'tenant'
     if (mode === false || request.is404) return
-    const token = bearerToken(request)
+    const token = bearerToken(request.headers.authorization)
     if (!token) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <accessToken>')
     // A tenant GET reads under the tenant right after this lookup. If its route declares its
     // one statement (tenantRead), BEGIN, the lookup, that read and COMMIT go as one round trip;
@@ -154,10 +148,10 @@ export default fp(async (fastify) => {
   const { OPERATOR_BOOTSTRAP_EMAIL: email, OPERATOR_BOOTSTRAP_PASSWORD: password } = config
   if (email && password) {
     fastify.addHook('onReady', async () => {
-      fastify.bootEnvelope.refresh()
+      fastify.readiness.refresh()
         .then(() => accounts.ensureOperator(databaseUrls(config).migration, email, password))
         .then(outcome => log.info({ operator: email, outcome }, 'operator bootstrap'))
         .catch((err: unknown) => log.warn({ err }, 'operator bootstrap failed; it runs again at the next boot'))
     })
   }
-}, { name: 'auth', dependencies: ['config', 'db', 'boot-envelope', 'audit'], fastify: '5.x' })
+}, { name: 'auth', dependencies: ['config', 'db', 'readiness', 'audit'], fastify: '5.x' })

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import { databaseUrls, queryTimeoutMs } from '../config.js'
-import { createDatabase, type Database } from '../services/database.js'
-import { createContextSigner } from '../services/request-context.js'
-import { capTenantCheckouts, createTenantSlots, tenantMaxConnections, type TenantSlots } from '../services/tenant-slots.js'
+import { createDatabase, type Database } from '../infra/database.js'
+import { createContextSigner } from '../infra/request-context.js'
+import { capTenantCheckouts, createTenantSlots, tenantMaxConnections, type TenantSlots } from '../infra/tenant-slots.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,6 +45,6 @@ export default fp(async (fastify) => {
 
   const tenantSlots = createTenantSlots({ max: tenantMaxConnections(config), queueTimeoutMs: config.DB_TENANT_QUEUE_TIMEOUT_MS ?? config.DB_CONNECTION_TIMEOUT })
   fastify.decorate('tenantSlots', tenantSlots)
-  // The signer's key is read by the readiness check 'request-context' (plugins/boot-envelope.ts).
+  // The signer's key is read by the readiness check 'request-context' (plugins/readiness.ts).
   fastify.decorate('db', capTenantCheckouts(createDatabase(pool, createContextSigner()), tenantSlots))
 }, { name: 'db', dependencies: ['config'], fastify: '5.x' })

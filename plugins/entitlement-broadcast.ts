@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { databaseUrls } from '../config.js'
-import { CheckFailure } from '../services/boot-envelope.js'
-import { createBroadcastListener, type BroadcastState } from '../services/entitlement-broadcast.js'
+import { CheckFailure } from '../infra/readiness.js'
+import { createBroadcastListener, type BroadcastState } from '../infra/entitlement-broadcast.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,7 +27,7 @@ export default fp(async (fastify) => {
     log
   })
   fastify.entitlementBroadcast = listener.state
-  fastify.bootEnvelope.addCheck({
+  fastify.readiness.addCheck({
     name: 'entitlement-broadcast',
     critical: false,
     async run () {
@@ -40,4 +40,4 @@ export default fp(async (fastify) => {
     await listener.stop()
     log.info({ closed: 'entitlement-broadcast' }, 'entitlement broadcast listener closed')
   })
-}, { name: 'entitlement-broadcast', dependencies: ['config', 'db', 'boot-envelope', 'entitlements'], fastify: '5.x' })
+}, { name: 'entitlement-broadcast', dependencies: ['config', 'db', 'readiness', 'entitlements'], fastify: '5.x' })

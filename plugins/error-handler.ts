@@ -48,11 +48,6 @@ function send (request: FastifyRequest, reply: FastifyReply, code: ErrorCode, de
   return reply.code(body.status).type('application/problem+json').send(body)
 }
 
-/** The 404 answer; plugins/rate-limit.ts installs it behind the per-IP limit (404 floods count). */
-export function notFoundHandler (request: FastifyRequest, reply: FastifyReply) {
-  return send(request, reply, 'NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`)
-}
-
 /** One error shape on the wire: every 4xx/5xx leaves as problem+json with a registry code. */
 export default fp(async (fastify) => {
   fastify.decorateReply('problem', function (this: FastifyReply, code: ErrorCode, detail?: string, extra?: AppError['extra']) {

@@ -74,7 +74,7 @@ export default fp(async (fastify) => {
   gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer', () => fastify.limiterHealth?.failOpens)
   gauge('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback', () => fastify.limiterHealth?.fallbacks)
   gauge('govula_redis_up', '1 while Redis answers the limiter (absent without REDIS_URL)', () => config.REDIS_URL ? Number(fastify.limiterHealth?.redisUp) : undefined)
-  gauge('govula_ready', '1 while readiness passes', () => Number(fastify.bootEnvelope.ready()))
+  gauge('govula_ready', '1 while readiness passes', () => Number(fastify.readiness.ready()))
 
   const scrape = async () => ({ contentType: registry.contentType, body: await registry.metrics() })
   if (config.METRICS_PORT) {
@@ -104,4 +104,4 @@ export default fp(async (fastify) => {
       return reply.type(contentType).send(body)
     })
   }
-}, { name: 'metrics', dependencies: ['config', 'db', 'boot-envelope'], fastify: '5.x' })
+}, { name: 'metrics', dependencies: ['config', 'db', 'readiness'], fastify: '5.x' })

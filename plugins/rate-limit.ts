@@ -3,11 +3,10 @@ import rateLimit, { normalizeIP } from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
-import { notFoundHandler } from './error-handler.js'
-import { createResilientRedisStore, limiterKey, type LimiterHealth, type PairResult } from '../services/rate-limit-store.js'
-import { createRefusedTokens } from '../services/refused-tokens.js'
+import { createResilientRedisStore, limiterKey, type LimiterHealth, type PairResult } from '../infra/rate-limit-store.js'
+import { createRefusedTokens } from '../infra/refused-tokens.js'
 import { CHANGE_TYPES } from '../services/entitlements.js'
-import { bearerToken } from './auth.js'
+import { bearerToken } from '../infra/http.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -80,8 +79,6 @@ export default fp(async (fastify) => {
     errorResponseBuilder: (_request, context) =>
       new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per ${context.after} exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
-  // 404 floods count against the per-IP limit too.
-  fastify.setNotFoundHandler({ preHandler: fastify.rateLimit() }, notFoundHandler)
 
   // Both take their maximum from request.tenantBudget, read once per request below.
   const tenantLimit = fastify.createRateLimit({
@@ -144,7 +141,7 @@ export default fp(async (fastify) => {
     }
     const { tenant } = reply.request
     if ((policy === 'tenant' || policy === 'user') && tenant) {
-      const token = bearerToken(reply.request)
+      const token = bearerToken(reply.request.headers.authorization)
       if (token) refused.remember(token, { policy, tenantId: tenant.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS })
     }
     refuse(reply.request, window)
@@ -154,7 +151,7 @@ export default fp(async (fastify) => {
     if (refused.size === 0 || request.is404) return
     const { auth = 'tenant', tenantRateLimit } = request.routeOptions.config
     if (auth !== 'tenant' || tenantRateLimit === false) return
-    const token = bearerToken(request)
+    const token = bearerToken(request.headers.authorization)
     const refusal = token ? refused.lookup(token) : null
     if (!refusal) return
     refuse(request, { policy: refusal.policy, limit: refusal.limit, remaining: 0, resetS: Math.max(1, Math.ceil((refusal.resetAt - Date.now()) / 1000)), windowS: refusal.windowS })

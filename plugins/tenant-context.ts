@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { PoolClient } from 'pg'
-import type { TenantRun } from '../services/database.js'
+import type { TenantRun } from '../infra/database.js'
 
 declare module 'fastify' {
   interface FastifyRequest {

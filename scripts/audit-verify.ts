@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { ConfigError, loadConfig } from '../config.js'
 import { allChains, DEFAULT_VERIFY_BATCH, verifyChain, type HeadSource } from '../services/audit.js'
-import { resolveAuditSigner, storedCheckpoints } from '../services/audit-checkpoints.js'
+import { storedCheckpoints } from '../services/audit-checkpoints.js'
+import { resolveAuditSigner } from '../infra/audit-signer.js'
 
 const { values: args } = parseArgs({
   options: { verbose: { type: 'boolean', short: 'v', default: false }, 'batch-size': { type: 'string' } }

@@ -13,6 +13,7 @@ import { ConfigSchema } from '../config.js'
 import { embeddedCredentials, startEmbeddedPostgres, type EmbeddedServer } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
 import { APP_ROLE, provisionDatabase } from '../db/provision.js'
+import { canConnect, freePort } from './net.js'
 
 /** The repository root: the folder above this file's that holds package.json (from scripts/ or dist/scripts/). */
 function findRoot () {
@@ -54,14 +55,6 @@ export function clusterBinaries () {
 }
 
 /** A free TCP port on 127.0.0.1. */
-export async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
-
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 
 async function until (what: string, timeoutMs: number, probe: () => Promise<boolean>, service?: Pick<Service, 'exitReason' | 'logFile'>) {
@@ -84,20 +77,6 @@ async function httpOk (url: string) {
 }
 
 /** A new connection to `url` opens and answers `SELECT 1` within `timeoutMs`. */
-export async function canConnect (url: string, timeoutMs = 2000) {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs })
-  client.on('error', () => {})
-  try {
-    await client.connect()
-    await client.query('SELECT 1')
-    return true
-  } catch {
-    return false
-  } finally {
-    await client.end().catch(() => {})
-  }
-}
-
 function redisPing (port: number) {
   return new Promise<boolean>(resolve => {
     const s = net.connect(port, '127.0.0.1')

@@ -2,10 +2,10 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { AppError } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
-import { isUuid, type Database, type Queryable } from './database.js'
-import type { Logger } from './logger.js'
+import { isUuid, type Database, type Queryable } from '../infra/database.js'
+import type { Logger } from '../infra/logger.js'
 import { clientKey, createLoginThrottle, type ThrottlePolicy } from './login-throttle.js'
-import type { PasswordHasher } from './passwords.js'
+import type { PasswordHasher } from '../infra/passwords.js'
 import { decodeSessionCursor, RefreshReuseDetected, type AuthContext, type ClientMeta, type IssuedTokens, type Role, type SessionService } from './sessions.js'
 
 export interface TenantSummary { id: string, name: string, slug: string, role: Role }

@@ -1,4 +1,4 @@
-import type { Queryable } from './database.js'
+import type { Queryable } from '../infra/database.js'
 
 export type AuditChain = 'audit_log' | 'tenant_operation_log' | 'operator_audit_events'
 

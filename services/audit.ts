@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { AuditChain, AuditEntry } from './audit-sink.js'
-import type { Queryable } from './database.js'
+import type { Queryable } from '../infra/database.js'
 
 // The tamper-evident audit chains (docs/audit.md): append inside the caller's transaction,
 // read a page, and verify a chain by streaming it in bounded batches. No Fastify in here.

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { Database, Queryable, TenantRun } from './database.js'
+import type { Database, Queryable, TenantRun } from '../infra/database.js'
 
 export const FEATURES = ['recording_mode', 'audit_export', 'seats', 'api_requests_per_minute', 'recording_events_per_minute', 'recording_retention_days'] as const
 export type FeatureKey = typeof FEATURES[number]

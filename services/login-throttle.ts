@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net'
 import { AppError } from '../errors.js'
-import type { Database, Queryable } from './database.js'
+import type { Database, Queryable } from '../infra/database.js'
 
 /**
  * Brute-force protection for credential checks (login, and the current password of a password

@@ -1,8 +1,8 @@
-import { isUuid, type Database, type Queryable, type TenantRun } from './database.js'
+import { isUuid, type Database, type Queryable, type TenantRun } from '../infra/database.js'
 import type { Decision } from './entitlements.js'
-import type { Logger } from './logger.js'
-import { eachTenant } from './jobs/each-tenant.js'
-import type { TenantSlots } from './tenant-slots.js'
+import type { Logger } from '../infra/logger.js'
+import { eachTenant } from '../jobs/each-tenant.js'
+import type { TenantSlots } from '../infra/tenant-slots.js'
 
 // Recording mode (docs/recording.md): idempotent batch ingest, ordered reads with a keyset
 // cursor, the events-per-minute budget and the retention purge. Framework-free: the route

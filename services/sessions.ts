@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID }
 import { isIP } from 'node:net'
 import type pg from 'pg'
 import { AppError } from '../errors.js'
-import type { Database, HeldTransaction, Queryable } from './database.js'
+import type { Database, HeldTransaction, Queryable } from '../infra/database.js'
 import { hashToken, newToken, tokenUserId } from './tokens.js'
 
 export type Role = 'owner' | 'admin' | 'member'

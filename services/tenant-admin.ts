@@ -1,11 +1,11 @@
 import { AppError, notFound } from '../errors.js'
 import type { AuditEntry, AuditSink } from './audit-sink.js'
-import { isUuid, type Database, type Queryable } from './database.js'
+import { isUuid, type Database, type Queryable } from '../infra/database.js'
 import {
   BROADCAST_CHANNEL, effectiveLifecycle, loadTenantState, TRANSITIONS,
   type ChangeType, type EntitlementEngine, type Lifecycle
 } from './entitlements.js'
-import type { Logger } from './logger.js'
+import type { Logger } from '../infra/logger.js'
 import type { AuthContext } from './sessions.js'
 
 export interface TenantRow { id: string, name: string, slug: string, plan: string, lifecycle: Lifecycle }

@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { AppError, notFound } from '../errors.js'
 import type { AuditSink } from './audit-sink.js'
-import { isUuid, type Database, type Queryable, type TenantRun } from './database.js'
+import { isUuid, type Database, type Queryable, type TenantRun } from '../infra/database.js'
 import { normaliseEmail } from './accounts.js'
 import type { Decision } from './entitlements.js'
 import type { AuthContext, Role } from './sessions.js'

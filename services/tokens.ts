@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { isUuid } from './database.js'
+import { isUuid } from '../infra/database.js'
 
 // Tokens are `<user id, 32 hex>.<256 random bits, base64url>`. The user id is not secret: it
 // lets the lookup run under row-level security as that user (a forged prefix only finds

@@ -4,7 +4,8 @@ import { randomUUID } from 'node:crypto'
 import { after, test } from 'node:test'
 import pg from 'pg'
 import { appendAudit, verifyChain } from '../services/audit.js'
-import { createAuditSigner, createCheckpoints, storedCheckpoints } from '../services/audit-checkpoints.js'
+import { createCheckpoints, storedCheckpoints } from '../services/audit-checkpoints.js'
+import { createAuditSigner } from '../infra/audit-signer.js'
 import { createTestDatabase, runtimeDatabase } from './helper.js'
 
 const db = await createTestDatabase()

@@ -6,9 +6,10 @@ import {
   allChains, appendAudit, canonicalJson, chainHead, chainRowHash, GENESIS_HASH, headsFrom, listEvents, verifyChain,
   type AuditChain, type AuditEntry, type ChainRow, type ChainVerification
 } from '../services/audit.js'
-import { createAuditSigner, createCheckpoints, openCheckpoint, storedCheckpoints, trustedHeads } from '../services/audit-checkpoints.js'
-import type { Queryable } from '../services/database.js'
-import { rlsViolations } from '../services/database-checks.js'
+import { createCheckpoints, openCheckpoint, storedCheckpoints, trustedHeads } from '../services/audit-checkpoints.js'
+import { createAuditSigner } from '../infra/audit-signer.js'
+import type { Queryable } from '../infra/database.js'
+import { rlsViolations } from '../infra/database-checks.js'
 import { createTestDatabase, runtimeDatabase, waitFor } from './helper.js'
 
 const db = await createTestDatabase()

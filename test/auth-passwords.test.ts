@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'
 import { test } from 'node:test'
-import { createLimiter, createPasswordHasher } from '../services/passwords.js'
+import { createLimiter, createPasswordHasher } from '../infra/passwords.js'
 import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { adminClient, assertProblem, bearer, login, median, signup, uniqueEmail } from './support/identity.js'
 

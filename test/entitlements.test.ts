@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { backoffDelay } from '../services/entitlement-broadcast.js'
-import type { Database } from '../services/database.js'
+import { backoffDelay } from '../infra/entitlement-broadcast.js'
+import type { Database } from '../infra/database.js'
 import { createEntitlementEngine } from '../services/entitlements.js'
 import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
@@ -297,9 +297,9 @@ test('listener: echo suppressed, malformed payload ignored, killed backend → r
   const killed = await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'govula-broadcast' AND datname = current_database()")
   assert.ok(killed.rowCount! >= 2)
   await waitFor(() => !b.entitlementBroadcast!.connected, { what: 'the loss to be noticed' })
-  await b.bootEnvelope.refresh()
-  assert.equal(b.bootEnvelope.report().checks.find(k => k.name === 'entitlement-broadcast')?.ok, false)
-  assert.equal(b.bootEnvelope.report().status, 'ready', 'informational: degraded, not failing')
+  await b.readiness.refresh()
+  assert.equal(b.readiness.report().checks.find(k => k.name === 'entitlement-broadcast')?.ok, false)
+  assert.equal(b.readiness.report().status, 'ready', 'informational: degraded, not failing')
   await c.query("UPDATE tenants SET plan = 'free' WHERE id = $1", [t.tenant!.id]) // a change no NOTIFY announced
 
   await waitFor(() => b.entitlementBroadcast!.connected, { timeoutMs: 5000, what: 'reconnect' })
@@ -333,5 +333,5 @@ test('shutdown closes the listener before the pool', async () => {
   await waitFor(() => x.entitlementBroadcast!.connected, { what: 'listener up' })
   await x.close()
   const closed = logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['scheduler', 'entitlement-broadcast', 'boot-envelope', 'db'])
+  assert.deepEqual(closed, ['scheduler', 'entitlement-broadcast', 'readiness', 'db'])
 })

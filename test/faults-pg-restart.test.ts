@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto'
 import type net from 'node:net'
 import { after, test } from 'node:test'
 import pino from 'pino'
-import { CheckFailure, createBootEnvelope } from '../services/boot-envelope.js'
+import { CheckFailure, createReadiness } from '../infra/readiness.js'
 import { adminClient, buildTestApp, captureLogs, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant } from './support/actors.js'
 import { isClean503, setContract, tally, type Outcome } from './support/faults.js'
@@ -149,7 +149,7 @@ test('Postgres restarted with pg_ctl restart -m fast under 100 writers: 0 lost a
 // connection, took longer than the outage, and readiness answered the previous round's 200
 // until the round ended, after Postgres was back.
 test('readiness reports a failing check at once, before its round ends; ready again takes a whole round that passes', async () => {
-  const envelope = createBootEnvelope(pino({ level: 'silent' }))
+  const envelope = createReadiness(pino({ level: 'silent' }))
   const state = { down: false, release: () => {} }
   envelope.addCheck({ name: 'database', critical: true, run: async () => { if (state.down) throw new CheckFailure('unreachable'); return 'reachable' } })
   // Holds the round while Postgres is down, as a check queued behind requests does.

@@ -213,6 +213,6 @@ test('SIGTERM at 100 req/s with slow requests in flight: readiness drains while 
   const { rows: [stored] } = await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM recording_events WHERE id = ANY($1)', [batches.map(b => b[0]!.id)])
   assert.equal(stored!.n, SLOW, 'the slow batches were stored')
   const closed = server.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db'], 'plugins closed in reverse order, the pool last')
+  assert.deepEqual(closed, ['scheduler', 'readiness', 'db'], 'plugins closed in reverse order, the pool last')
   assert.deepEqual(server.lines.filter(l => (l.level as number) >= 50), [], 'no error lines')
 })

@@ -5,8 +5,8 @@ import pg from 'pg'
 import { buildApp, type App } from '../app.js'
 import { loadConfig, type Config } from '../config.js'
 import { APP_ROLE, OWNER_ROLE } from '../db/provision.js'
-import { createDatabase, type Database } from '../services/database.js'
-import { createContextSigner, loadContextKey } from '../services/request-context.js'
+import { createDatabase, type Database } from '../infra/database.js'
+import { createContextSigner, loadContextKey } from '../infra/request-context.js'
 
 function env (name: string): string {
   const value = process.env[name]
@@ -101,7 +101,7 @@ export async function buildTestApp (config: Config, opts: { logs?: LogCapture, s
   const app = await buildApp(config, { logStream: opts.logs?.stream })
   await opts.setup?.(app)
   await app.ready()
-  await app.bootEnvelope.refresh() // readiness's first round (it runs in the background at boot)
+  await app.readiness.refresh() // readiness's first round (it runs in the background at boot)
   if (opts.autoClose !== false) after(() => app.close())
   return app
 }

@@ -132,5 +132,5 @@ test('shutdown closes the Redis client before the pool', async (t) => {
   const logs = captureLogs()
   const app = await buildTestApp(testConfig(db, { REDIS_URL: redis.url, LOG_LEVEL: 'info' }), { logs, autoClose: false })
   await app.close()
-  assert.deepEqual(logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed), ['scheduler', 'redis', 'boot-envelope', 'db'])
+  assert.deepEqual(logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed), ['scheduler', 'redis', 'readiness', 'db'])
 })

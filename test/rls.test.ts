@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
 import pg from 'pg'
-import { rlsViolations } from '../services/database-checks.js'
+import { rlsViolations } from '../infra/database-checks.js'
 import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
 
 const db = await createTestDatabase()

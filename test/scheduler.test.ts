@@ -152,7 +152,7 @@ test('shutdown while a job runs: no new ticks, the run is aborted at the deadlin
   await app.close()
   assert.ok(Date.now() - closing >= 250, 'close waited for the running job')
   const closed = logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db'])
+  assert.deepEqual(closed, ['scheduler', 'readiness', 'db'])
   const { rows } = await admin.query("SELECT outcome FROM job_runs WHERE job = 'stubborn'")
   assert.deepEqual(rows.map(r => r.outcome), ['aborted'], 'one run, recorded as aborted, and no tick after close began')
 })

@@ -33,7 +33,7 @@ async function bootAndStop (label: string) {
   server.child.kill('SIGTERM')
   assert.equal((await server.exited).code, 0, server.stderr())
   const closed = server.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db', 'embedded-postgres'], 'the embedded server stops after the pool ends')
+  assert.deepEqual(closed, ['scheduler', 'readiness', 'db', 'embedded-postgres'], 'the embedded server stops after the pool ends')
   assert.equal(await portOpen(pgPort), false, 'embedded postgres is no longer listening')
   return server
 }

@@ -61,6 +61,6 @@ test('graceful close: readiness drains at once, in-flight requests finish, plugi
     assert.match(c.text(), /\{"done":true\}$/)
   }
   const closed = logs.lines.filter(l => typeof l.closed === 'string').map(l => l.closed)
-  assert.deepEqual(closed, ['scheduler', 'boot-envelope', 'db'])
+  assert.deepEqual(closed, ['scheduler', 'readiness', 'db'])
   assert.ok(app.db.pool.ended, 'the pool has ended')
 })

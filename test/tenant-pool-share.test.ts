@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import type { FastifyRequest } from 'fastify'
 import type { App } from '../app.js'
 import type { Config } from '../config.js'
-import { createTenantSlots, TenantBusyError, tenantMaxConnections } from '../services/tenant-slots.js'
+import { createTenantSlots, TenantBusyError, tenantMaxConnections } from '../infra/tenant-slots.js'
 import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
 import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
 

@@ -1,7 +1,7 @@
 // Shared by the baselines: the port, the pool, and the tenant read they all perform (the
 // same statement as services/tenants.ts's members()).
 import pg from 'pg'
-import { createContextSigner, loadContextKey } from '../../services/request-context.js'
+import { createContextSigner, loadContextKey } from '../../infra/request-context.js'
 
 export const port = Number(process.env.PORT ?? 3100)
 export const host = process.env.HOST ?? '127.0.0.1'

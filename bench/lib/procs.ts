@@ -86,7 +86,7 @@ export function sampleRss (pid: number, everyMs = 250) {
   return { stop () { clearInterval(timer); tick(); return { peak, last } } }
 }
 
-export { freePort } from '../../scripts/cluster-lib.js'
+export { freePort } from '../../scripts/net.js'
 
 export interface SpawnOptions {
   name: string

@@ -3,9 +3,8 @@ import { Type } from '@sinclair/typebox'
 import type { Config } from '../../config.js'
 import { AppError } from '../../errors.js'
 import { headsFrom, listEvents, TENANT_CHAINS, verifyChain, type ChainVerification, type HeadSource } from '../../services/audit.js'
-import {
-  CheckpointError, createCheckpoints, resolveAuditSigner, storedCheckpoints, trustedHeads, type AuditSigner
-} from '../../services/audit-checkpoints.js'
+import { CheckpointError, createCheckpoints, storedCheckpoints, trustedHeads } from '../../services/audit-checkpoints.js'
+import { resolveAuditSigner, type AuditSigner } from '../../infra/audit-signer.js'
 import { NoNul, PageLimit, strict } from '../schemas.js'
 
 // Schemas shared with routes/operator/audit.ts.

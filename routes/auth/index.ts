@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { DateTime, NoContent, PageLimit, Role, strict, Uuid } from '../schemas.js'
 import type { FastifyRequest } from 'fastify'
-import { PASSWORD_MAX, PASSWORD_MIN } from '../../services/passwords.js'
+import { PASSWORD_MAX, PASSWORD_MIN } from '../../infra/passwords.js'
 
 const Email = Type.String({ format: 'email', maxLength: 254 })
 const Password = Type.String({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })

@@ -14,7 +14,7 @@ const Readiness = Type.Object({
   checks: Type.Array(Check)
 })
 
-/** Probes: liveness never depends on anything; readiness reports the boot envelope. */
+/** Probes: liveness never depends on anything; readiness reports readiness. */
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', {
     schema: { tags: ['probes'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
@@ -27,7 +27,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { probe: true, auth: false, rateLimit: false },
     logLevel: 'warn'
   }, async (_request, reply) => {
-    const report = fastify.bootEnvelope.report()
+    const report = fastify.readiness.report()
     return reply.code(report.status === 'ready' ? 200 : 503).send(report)
   })
 }

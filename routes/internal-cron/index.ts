@@ -1,9 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError } from '../../errors.js'
-import { secretMatcher } from '../../services/secrets.js'
-
-const BEARER = /^Bearer (.+)$/i
+import { bearerCredentials } from '../../infra/http.js'
+import { secretMatcher } from '../../infra/secrets.js'
 
 /**
  * POST /api/internal/cron/:job for an external scheduler (GitHub Actions, EventBridge, a
@@ -34,9 +33,9 @@ const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
     // before the comparison: once it is spent, even the right secret answers 429 until the
     // window ends, so a guesser learns nothing from its next tries.
     await cronSecretLimit.check(request, reply)
-    const match = BEARER.exec(request.headers.authorization ?? '')
-    if (!match) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <CRON_SECRET>')
-    if (!matches(match[1]!)) {
+    const secret = bearerCredentials(request.headers.authorization)
+    if (!secret) throw new AppError('AUTH_UNAUTHENTICATED', 'send Authorization: Bearer <CRON_SECRET>')
+    if (!matches(secret)) {
       await cronSecretLimit.failed(request, reply)
       throw new AppError('AUTH_INVALID_TOKEN', 'the cron secret is not valid')
     }

@@ -6,7 +6,7 @@ import pg from 'pg'
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../db/embedded.js'
 import { migrate } from '../../db/migrate.js'
 import { provisionDatabase } from '../../db/provision.js'
-import { freePort } from '../../scripts/cluster-lib.js'
+import { freePort } from '../../scripts/net.js'
 
 /** A free TCP port on 127.0.0.1 (for servers the tests start). */
 export { freePort }

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { canConnect } from '../../scripts/cluster-lib.js'
+import { canConnect } from '../../scripts/net.js'
 
 /** One probe round: liveness and readiness, sent together. Status 0: no answer. */
 export interface ProbeSample { sentAt: number, doneAt: number, live: number, ready: number, failing: string[] }

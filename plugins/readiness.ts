@@ -2,12 +2,12 @@ import fp from 'fastify-plugin'
 import { databaseUrls } from '../config.js'
 import { isConnectionRefused } from '../errors.js'
 import { loadMigrations } from '../db/migrate.js'
-import { createBootEnvelope, type BootEnvelope } from '../services/boot-envelope.js'
-import { databaseChecks } from '../services/database-checks.js'
+import { createReadiness, type Readiness } from '../infra/readiness.js'
+import { databaseChecks } from '../infra/database-checks.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    bootEnvelope: BootEnvelope
+    readiness: Readiness
   }
 }
 
@@ -17,7 +17,7 @@ declare module 'fastify' {
  */
 export default fp(async (fastify) => {
   const { config, log } = fastify
-  const envelope = createBootEnvelope(log)
+  const envelope = createReadiness(log)
   const checks = databaseChecks({
     pool: fastify.db.pool,
     poolMax: config.DB_MAX_CONNECTIONS,
@@ -27,7 +27,7 @@ export default fp(async (fastify) => {
     log
   })
   for (const check of checks) envelope.addCheck(check)
-  fastify.decorate('bootEnvelope', envelope)
+  fastify.decorate('readiness', envelope)
 
   // The first round runs in the background: the port opens (liveness answers) even while a
   // migration by another replica holds the lock or the database is still coming up.
@@ -59,6 +59,6 @@ export default fp(async (fastify) => {
   })
   fastify.addHook('onClose', async () => {
     envelope.stop()
-    log.info({ closed: 'boot-envelope' }, 'readiness checks stopped')
+    log.info({ closed: 'readiness' }, 'readiness checks stopped')
   })
-}, { name: 'boot-envelope', dependencies: ['config', 'db'], fastify: '5.x' })
+}, { name: 'readiness', dependencies: ['config', 'db'], fastify: '5.x' })

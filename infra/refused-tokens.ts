@@ -1,4 +1,4 @@
-import { hashToken } from './tokens.js'
+import { hashToken } from '../services/tokens.js'
 
 /** A window that is spent, as a refused request saw it: the tenant's, or the user's share of it. */
 export interface Refusal { policy: 'tenant' | 'user', tenantId: string, resetAt: number, limit: number, windowS: number }

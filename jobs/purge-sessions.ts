@@ -1,4 +1,4 @@
-import type { Database } from '../database.js'
+import type { Database } from '../infra/database.js'
 
 /**
  * Deletes dead session families in bounded batches: revoked ones, and those past their

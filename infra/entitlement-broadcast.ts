@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { isUuid } from './database.js'
-import { BROADCAST_CHANNEL, CHANGE_TYPES, type ChangeType } from './entitlements.js'
+import { BROADCAST_CHANNEL, CHANGE_TYPES, type ChangeType } from '../services/entitlements.js'
 import type { Logger } from './logger.js'
 
 export interface BroadcastOptions {

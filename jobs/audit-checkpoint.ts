@@ -1,6 +1,7 @@
-import { createCheckpoints, type AuditSigner } from '../audit-checkpoints.js'
-import type { Database } from '../database.js'
-import type { Logger } from '../logger.js'
+import { createCheckpoints } from '../services/audit-checkpoints.js'
+import { type AuditSigner } from '../infra/audit-signer.js'
+import type { Database } from '../infra/database.js'
+import type { Logger } from '../infra/logger.js'
 import { eachTenant } from './each-tenant.js'
 
 /**

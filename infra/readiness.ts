@@ -11,7 +11,7 @@ export interface Check {
   run(): Promise<string>
 }
 
-export interface BootEnvelope {
+export interface Readiness {
   /** The last computed report; answering a probe never touches the database. */
   report(): { status: ReadinessStatus, checks: CheckResult[] }
   ready(): boolean
@@ -41,11 +41,11 @@ export class CheckFailure extends Error {
 }
 
 /**
- * The boot envelope: the checks an instance must pass before it takes traffic. They run
+ * Readiness: the checks an instance must pass before it takes traffic. They run
  * at boot and again on an interval, so readiness recovers by itself when a dependency does,
  * and turns unavailable when one goes away.
  */
-export function createBootEnvelope (log: Logger): BootEnvelope {
+export function createReadiness (log: Logger): Readiness {
   const checks: Check[] = []
   let results: CheckResult[] = []
   let draining = false
@@ -82,7 +82,7 @@ export function createBootEnvelope (log: Logger): BootEnvelope {
     }
   }
 
-  const envelope: BootEnvelope = {
+  const envelope: Readiness = {
     report () {
       if (draining) return { status: 'draining', checks: results }
       return { status: envelope.ready() ? 'ready' : 'unavailable', checks: results }

@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { migrate, pendingMigrations, type Migration } from '../db/migrate.js'
 import { isDatabaseUnavailable } from '../errors.js'
-import { CheckFailure, type Check } from './boot-envelope.js'
+import { CheckFailure, type Check } from './readiness.js'
 import type { Logger } from './logger.js'
 import { loadContextKey, type ContextSigner } from './request-context.js'
 
@@ -60,7 +60,7 @@ export interface DatabaseCheckOptions {
   log: Logger
 }
 
-/** The boot envelope's database checks: reachable, migrations current, runtime role safe, context key read. */
+/** The readiness's database checks: reachable, migrations current, runtime role safe, context key read. */
 export function databaseChecks ({ pool, poolMax, migrations, migrateWith, context, log }: DatabaseCheckOptions): Check[] {
   return [
     {
