@@ -97,7 +97,7 @@ test('the server stops before listening on a bad value, with one line and a non-
   assert.match(lines[0]!, /^invalid configuration: DB_MAX_CONNECTIONS must be an integer/)
 })
 
-test("a refused secret is named, never quoted: the error says why and how long the value was, not what it was", () => {
+test('a refused secret is named, never quoted: the error says why and how long the value was, not what it was', () => {
   assert.throws(() => loadConfig({ OPERATOR_BOOTSTRAP_PASSWORD: 'hunter2' }), (err: Error) =>
     err instanceof ConfigError && /OPERATOR_BOOTSTRAP_PASSWORD/.test(err.message) && /7 characters/.test(err.message) && !err.message.includes('hunter2'))
   // Other values are quoted, to show what was wrong.
