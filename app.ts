@@ -15,6 +15,7 @@ import readiness from './plugins/readiness.js'
 import metrics from './plugins/metrics.js'
 import openapi from './plugins/openapi.js'
 import audit from './plugins/audit.js'
+import services from './plugins/services.js'
 import auth from './plugins/auth.js'
 import tenantContext from './plugins/tenant-context.js'
 import entitlements from './plugins/entitlements.js'
@@ -119,6 +120,7 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(readiness)
   await app.register(metrics)
   await app.register(audit)
+  await app.register(services)
   await app.register(auth)
   await app.register(tenantContext)
   await app.register(entitlements)

@@ -67,7 +67,7 @@ export function createAuditSigner (secret: string, opts: { previousPublicKeys?: 
  * The signer a process should use: AUDIT_SIGNING_KEY when set; otherwise the public
  * development key outside production, and none in production (checkpoints are then refused).
  */
-export function resolveAuditSigner (key: string | undefined, nodeEnv: string): AuditSigner | null {
+export function resolveAuditSigner ({ AUDIT_SIGNING_KEY: key, NODE_ENV: nodeEnv }: { AUDIT_SIGNING_KEY?: string, NODE_ENV: string }): AuditSigner | null {
   if (key) return createAuditSigner(key)
   return nodeEnv === 'production' ? null : createAuditSigner(DEVELOPMENT_SIGNING_KEY)
 }

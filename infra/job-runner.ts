@@ -92,3 +92,12 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOu
 }
 
 export type JobRunner = ReturnType<typeof createJobRunner>
+
+/** Recent runs, newest first (GET /api/v1/operator/jobs). */
+export async function listJobRuns (db: Database, { job, limit }: { job: string | null, limit: number }) {
+  const { rows } = await db.withOperator(c => c.query(
+    `SELECT id::text, job, slot, trigger, instance, started_at AS "startedAt", finished_at AS "finishedAt", outcome, error, result
+       FROM job_runs WHERE ($1::text IS NULL OR job = $1) ORDER BY started_at DESC, id DESC LIMIT $2`,
+    [job, limit]))
+  return rows
+}

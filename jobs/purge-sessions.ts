@@ -1,4 +1,5 @@
 import type { Database } from '../infra/database.js'
+import type { JobDefinition } from './index.js'
 
 /**
  * Deletes dead session families in bounded batches: revoked ones, and those past their
@@ -34,4 +35,10 @@ export async function purgeSessions ({ db, reuseGraceS }: { db: Database, reuseG
     if (count < batchSize) break
   }
   return { deleted, cleared }
+}
+
+export const purgeSessionsJob: JobDefinition = {
+  name: 'purge-sessions',
+  interval: 'JOB_PURGE_SESSIONS_INTERVAL_S',
+  run: ({ db, config }, signal) => purgeSessions({ db, reuseGraceS: config.REFRESH_REUSE_GRACE_S }, signal)
 }

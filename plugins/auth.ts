@@ -3,17 +3,12 @@ import fp from 'fastify-plugin'
 import type pg from 'pg'
 import { databaseUrls } from '../config.js'
 import { AppError } from '../errors.js'
-import { createAccountService, type AccountService } from '../services/accounts.js'
-import { createPasswordHasher } from '../infra/passwords.js'
 import type { HeldTransaction } from '../infra/database.js'
-import { createSessionService, type AuthContext, type Role } from '../services/sessions.js'
+import type { AuthContext, Role } from '../services/sessions.js'
 import { countHeldTransaction } from '../infra/tenant-slots.js'
 import { bearerToken } from '../infra/http.js'
 
 declare module 'fastify' {
-  interface FastifyInstance {
-    accounts: AccountService
-  }
   interface FastifyRequest {
     /** The caller, resolved from the bearer token; null on public routes. */
     auth: AuthContext | null
@@ -48,27 +43,8 @@ declare module 'fastify' {
  * body is parsed for a caller we do not know.
  */
 export default fp(async (fastify) => {
-  const { config, db, log } = fastify
-  const hasher = await createPasswordHasher({
-    memoryKiB: config.ARGON2_MEMORY_KIB,
-    timeCost: config.ARGON2_TIME_COST,
-    parallelism: config.ARGON2_PARALLELISM,
-    maxConcurrency: config.ARGON2_MAX_CONCURRENCY
-  })
-  const sessions = createSessionService({
-    db,
-    policy: { accessTtlS: config.ACCESS_TOKEN_TTL_S, refreshTtlS: config.REFRESH_TOKEN_TTL_S, idleTimeoutS: config.REFRESH_IDLE_TIMEOUT_S, reuseGraceS: config.REFRESH_REUSE_GRACE_S }
-  })
-  const accounts = createAccountService({
-    db,
-    hasher,
-    sessions,
-    audit: fastify.audit,
-    log,
-    throttle: { maxFailuresPerClient: config.LOGIN_MAX_FAILURES_PER_CLIENT, maxFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_HOUR, ceilingDelayMs: config.LOGIN_CEILING_DELAY_MS },
-    maxSessionsPerUser: config.MAX_SESSIONS_PER_USER
-  })
-  fastify.decorate('accounts', accounts)
+  const { config, log } = fastify
+  const { sessions, accounts } = fastify.services
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('heldTransaction', null)
   fastify.decorateRequest('tenantRead', null)
@@ -154,4 +130,4 @@ export default fp(async (fastify) => {
         .catch((err: unknown) => log.warn({ err }, 'operator bootstrap failed; it runs again at the next boot'))
     })
   }
-}, { name: 'auth', dependencies: ['config', 'db', 'readiness', 'audit'], fastify: '5.x' })
+}, { name: 'auth', dependencies: ['config', 'db', 'readiness', 'services'], fastify: '5.x' })

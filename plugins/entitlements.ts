@@ -1,16 +1,12 @@
-import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
-import { createEntitlementEngine, lifecycleRule, type EntitlementEngine, type FeatureKey, type LifecycleRule } from '../services/entitlements.js'
+import { lifecycleRule, type FeatureKey, type LifecycleRule } from '../services/entitlements.js'
 
 export interface LifecycleRoute { method: string, url: string, readonly auth: 'tenant' | 'operator' | 'session' | false, rule: LifecycleRule }
 
 declare module 'fastify' {
   interface FastifyInstance {
-    entitlements: EntitlementEngine
-    /** This process's per-boot token, stamped on every change it broadcasts. */
-    originToken: string
     /** A preHandler that lets the request through only if its tenant has `feature`. */
     requireFeature(feature: FeatureKey): (request: FastifyRequest) => Promise<void>
     /** Every route declared after this plugin, with the lifecycle rule its tenant requests are held to. */
@@ -32,14 +28,7 @@ const hooksOf = (value: Hook | Hook[] | undefined): Hook[] => value === undefine
 
 /** The entitlement engine (in-process ALLOW cache), the requireFeature gate and the lifecycle's write guard. */
 export default fp(async (fastify) => {
-  const { config } = fastify
-  const engine = createEntitlementEngine({
-    db: fastify.db,
-    ttlMs: config.ENTITLEMENT_CACHE_TTL_MS,
-    graceMs: config.PAST_DUE_GRACE_DAYS * 86_400_000
-  })
-  fastify.decorate('entitlements', engine)
-  fastify.decorate('originToken', randomUUID())
+  const engine = fastify.entitlements
   // Each gate remembers its feature, so that a route can be seen to be governed by it.
   const gates = new WeakMap<object, FeatureKey>()
   fastify.decorate('requireFeature', (feature: FeatureKey) => {
@@ -87,4 +76,4 @@ export default fp(async (fastify) => {
     const decision = await engine.checkWrites(request.tenant.id, request.withTenant)
     if (!decision.allowed) throw new AppError('ENTITLEMENT_DENIED', decision.reason)
   })
-}, { name: 'entitlements', dependencies: ['config', 'db', 'tenant-context'], fastify: '5.x' })
+}, { name: 'entitlements', dependencies: ['config', 'services', 'tenant-context'], fastify: '5.x' })

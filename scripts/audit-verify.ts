@@ -20,7 +20,7 @@ try {
   const config = loadConfig(process.env)
   const url = config.MIGRATION_DATABASE_URL ?? config.DATABASE_URL
   if (!url) throw new ConfigError('MIGRATION_DATABASE_URL', 'or DATABASE_URL must be set')
-  const signer = resolveAuditSigner(config.AUDIT_SIGNING_KEY, config.NODE_ENV)
+  const signer = resolveAuditSigner(config)
   if (!signer) console.warn('AUDIT_SIGNING_KEY is not set: checking hashes only, not the signed checkpoints')
 
   client = new pg.Client({ connectionString: url, application_name: 'govula-audit-verify' })

@@ -7,12 +7,12 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import pino from 'pino'
 import { ConfigError, databaseUrls, loadConfig } from '../config.js'
-import { createAccountService, normaliseEmail } from '../services/accounts.js'
+import { normaliseEmail } from '../services/accounts.js'
 import { appendAudit } from '../services/audit.js'
 import { createDatabase } from '../infra/database.js'
 import { createContextSigner, loadContextKey } from '../infra/request-context.js'
-import { createPasswordHasher, PASSWORD_MAX, PASSWORD_MIN } from '../infra/passwords.js'
-import { createSessionService } from '../services/sessions.js'
+import { PASSWORD_MAX, PASSWORD_MIN } from '../infra/passwords.js'
+import { createServices } from '../services/index.js'
 
 const USAGE = 'usage: npm run operator:create -- --email <email> --password <password>'
 
@@ -45,25 +45,8 @@ try {
   pool = new pg.Pool({ connectionString: databaseUrls(config).runtime, max: 1, application_name: 'govula-operator-create' })
   // The runtime pool signs its row-level security context with the key only the owner reads.
   const db = createDatabase(pool, await loadContextKey(createContextSigner(), databaseUrls(config).migration))
-  const hasher = await createPasswordHasher({
-    memoryKiB: config.ARGON2_MEMORY_KIB,
-    timeCost: config.ARGON2_TIME_COST,
-    parallelism: config.ARGON2_PARALLELISM,
-    maxConcurrency: 1
-  })
-  const sessions = createSessionService({
-    db,
-    policy: { accessTtlS: config.ACCESS_TOKEN_TTL_S, refreshTtlS: config.REFRESH_TOKEN_TTL_S, idleTimeoutS: config.REFRESH_IDLE_TIMEOUT_S, reuseGraceS: config.REFRESH_REUSE_GRACE_S }
-  })
-  const accounts = createAccountService({
-    db,
-    hasher,
-    sessions,
-    audit: appendAudit,
-    log: pino({ level: 'silent' }),
-    throttle: { maxFailuresPerClient: config.LOGIN_MAX_FAILURES_PER_CLIENT, maxFailuresPerAccount: config.LOGIN_MAX_FAILURES_PER_HOUR, ceilingDelayMs: config.LOGIN_CEILING_DELAY_MS },
-    maxSessionsPerUser: config.MAX_SESSIONS_PER_USER
-  })
+  // One hash at a time: a script creates one account.
+  const { accounts } = await createServices({ config: { ...config, ARGON2_MAX_CONCURRENCY: 1 }, db, audit: appendAudit, log: pino({ level: 'silent' }) })
   // As the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL): the runtime role cannot set is_operator.
   const outcome = await accounts.ensureOperator(databaseUrls(config).migration, email, password)
   if (outcome === 'exists') {

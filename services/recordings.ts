@@ -1,7 +1,7 @@
 import { isUuid, type Database, type Queryable, type TenantRun } from '../infra/database.js'
 import type { Decision } from './entitlements.js'
 import type { Logger } from '../infra/logger.js'
-import { eachTenant } from '../jobs/each-tenant.js'
+import { eachTenant } from '../infra/each-tenant.js'
 import type { TenantSlots } from '../infra/tenant-slots.js'
 
 // Recording mode (docs/recording.md): idempotent batch ingest, ordered reads with a keyset

@@ -1,10 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import type { Config } from '../../config.js'
-import { AppError } from '../../errors.js'
-import { headsFrom, listEvents, TENANT_CHAINS, verifyChain, type ChainVerification, type HeadSource } from '../../services/audit.js'
-import { CheckpointError, createCheckpoints, storedCheckpoints, trustedHeads } from '../../services/audit-checkpoints.js'
-import { resolveAuditSigner, type AuditSigner } from '../../infra/audit-signer.js'
+import { TENANT_CHAINS } from '../../services/audit.js'
 import { NoNul, PageLimit, strict } from '../schemas.js'
 
 // Schemas shared with routes/operator/audit.ts.
@@ -52,38 +48,17 @@ const SignedCheckpoint = Type.Object({
 })
 const CheckpointInput = Type.Object({ body: Type.String({ maxLength: 2000 }), signature: Type.String({ maxLength: 200 }) })
 
-/**
- * The checkpoint signer for routes: an explicit one (tests), else AUDIT_SIGNING_KEY, else the
- * public development key outside production. Null: checkpoints are not available.
- */
-export function routeSigner (config: Config, given: AuditSigner | null | undefined): AuditSigner | null {
-  if (given !== undefined) return given
-  return resolveAuditSigner(config.AUDIT_SIGNING_KEY, config.NODE_ENV)
-}
-
-export interface AuditRouteOptions {
-  /** Overrides AUDIT_SIGNING_KEY; null turns checkpoints off. */
-  signer?: AuditSigner | null
-}
-
 /** The caller's tenant's audit chains (docs/audit.md). Owners and admins, with audit_export. */
-const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts) => {
-  const signer = routeSigner(fastify.config, opts.signer)
+const audit: FastifyPluginAsyncTypebox = async (fastify) => {
+  const views = fastify.services.auditViews
   const auditors = { roles: ['owner' as const, 'admin' as const] }
   const preHandler = fastify.requireFeature('audit_export')
-
-  const verify = async (client: Parameters<typeof verifyChain>[0], chain: typeof TENANT_CHAINS[number], tenantId: string, extra: HeadSource[] = []): Promise<ChainVerification> =>
-    verifyChain(client, chain, tenantId, { checkpoints: [...signer ? [storedCheckpoints(client, signer, chain, tenantId)] : [], ...extra] })
 
   fastify.get('/api/v1/audit', {
     config: auditors,
     preHandler,
     schema: { tags: ['audit'], querystring: EventsQuery, response: { 200: EventsPage } }
-  }, async (request) => {
-    const tenantId = request.tenant!.id
-    const { cursor, limit, action } = request.query
-    return request.withTenant(c => listEvents(c, 'audit_log', tenantId, { cursor: cursor ? Number(cursor) : null, limit, action }))
-  })
+  }, async (request) => views.events(request.withTenant, request.tenant!.id, request.query))
 
   fastify.get('/api/v1/audit/verify', {
     config: auditors,
@@ -94,10 +69,7 @@ const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts
       querystring: Type.Object({ chain: Type.Optional(TenantChain) }, strict),
       response: { 200: Verification }
     }
-  }, async (request) => {
-    const tenantId = request.tenant!.id
-    return request.withTenant(c => verify(c, request.query.chain ?? 'audit_log', tenantId))
-  })
+  }, async (request) => views.verify(request.withTenant, request.tenant!.id, request.query.chain ?? 'audit_log'))
 
   // Where a tenant hands back the checkpoints it kept, to learn whether
   // the chains still contain exactly what was signed (a truncated tail, a recomputed chain).
@@ -109,30 +81,15 @@ const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts
       body: Type.Object({ checkpoints: Type.Array(CheckpointInput, { minItems: 1, maxItems: 100 }) }, strict),
       response: { 200: Type.Object({ valid: Type.Boolean(), chains: Type.Array(Verification) }) }
     }
-  }, async (request) => {
-    if (!signer) throw new AppError('SERVICE_UNAVAILABLE', 'audit checkpoints are not configured on this server (AUDIT_SIGNING_KEY)')
-    const tenantId = request.tenant!.id
-    let heads
-    try {
-      heads = trustedHeads(signer, tenantId, request.body.checkpoints)
-    } catch (err) {
-      if (err instanceof CheckpointError) throw new AppError('BAD_REQUEST', err.message)
-      throw err
-    }
-    const chains = await request.withTenant(async c => {
-      const out: ChainVerification[] = []
-      for (const chain of TENANT_CHAINS) out.push(await verify(c, chain, tenantId, [headsFrom(heads.get(chain) ?? [])]))
-      return out
-    })
-    return { valid: chains.every(v => v.valid), chains }
-  })
+  }, async (request) => views.verifyKept(request.withTenant, request.tenant!.id, request.body.checkpoints))
 
   fastify.get('/api/v1/audit/checkpoint', {
     config: auditors,
     preHandler,
     schema: {
       tags: ['audit'],
-      description: 'Signs the current heads of this tenant\'s chains (or returns the stored checkpoint that already covers them). Keep it: a later POST /api/v1/audit/verify with it exposes a truncated or recomputed chain.',
+      description: 'Signs the current heads of this tenant\'s chains (or returns the stored checkpoint that already covers them). ' +
+        'Keep it: a later POST /api/v1/audit/verify with it exposes a truncated or recomputed chain.',
       response: {
         200: Type.Object({
           algorithm: Type.Literal('Ed25519'),
@@ -142,12 +99,7 @@ const audit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts
         })
       }
     }
-  }, async (request) => {
-    if (!signer) throw new AppError('SERVICE_UNAVAILABLE', 'audit checkpoints are not configured on this server (AUDIT_SIGNING_KEY)')
-    const tenantId = request.tenant!.id
-    const checkpoints = await request.withTenant(c => createCheckpoints(c, signer, tenantId))
-    return { algorithm: signer.algorithm, keyId: signer.keyId, publicKey: signer.publicKey, checkpoints: checkpoints.map(cp => ({ ...cp, tenantId })) }
-  })
+  }, async (request) => views.checkpoint(request.withTenant, request.tenant!.id))
 }
 
 export default audit

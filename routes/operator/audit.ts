@@ -1,15 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { allChains, listEvents, verifyChain, type ChainVerification } from '../../services/audit.js'
-import { storedCheckpoints } from '../../services/audit-checkpoints.js'
-import { EventsPage, EventsQuery, routeSigner, Verification, type AuditRouteOptions } from '../audit/index.js'
+import { EventsPage, EventsQuery, Verification } from '../audit/index.js'
 
 /** Operator views of the audit chains (docs/audit.md). */
-const operatorAudit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fastify, opts) => {
-  const signer = routeSigner(fastify.config, opts.signer)
+const operatorAudit: FastifyPluginAsyncTypebox = async (fastify) => {
+  const views = fastify.services.auditViews
   const operator = { auth: 'operator' as const }
-  // The operator context reads every chain (row-level security, db/migrations/0003_audit.sql).
-  const asOperator = fastify.db.withOperator
 
   fastify.get('/api/v1/operator/audit/verify', {
     config: operator,
@@ -18,24 +14,12 @@ const operatorAudit: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (fasti
       description: 'Walks every chain (the operator chain, then each tenant\'s two) against its stored signed checkpoints.',
       response: { 200: Type.Object({ valid: Type.Boolean(), chains: Type.Array(Verification) }) }
     }
-  }, async () => {
-    const chains = await asOperator(async (client) => {
-      const out: ChainVerification[] = []
-      for await (const { chain, tenantId } of allChains(client)) {
-        out.push(await verifyChain(client, chain, tenantId, { checkpoints: signer ? [storedCheckpoints(client, signer, chain, tenantId)] : [] }))
-      }
-      return out
-    })
-    return { valid: chains.every(c => c.valid), chains }
-  })
+  }, async () => views.verifyAll())
 
   fastify.get('/api/v1/operator/audit/events', {
     config: operator,
     schema: { tags: ['operator'], querystring: EventsQuery, response: { 200: EventsPage } }
-  }, async (request) => {
-    const { cursor, limit, action } = request.query
-    return asOperator(client => listEvents(client, 'operator_audit_events', null, { cursor: cursor ? Number(cursor) : null, limit, action }))
-  })
+  }, async (request) => views.operatorEvents(request.query))
 }
 
 export default operatorAudit

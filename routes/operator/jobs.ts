@@ -24,13 +24,7 @@ const operatorJobs: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: Type.Object({ job: Type.Optional(Type.String({ maxLength: 64, pattern: NoNul })), limit: PageLimit(500, 100) }, strict),
       response: { 200: Type.Object({ runs: Type.Array(Run) }) }
     }
-  }, async (request) => {
-    const { rows } = await fastify.db.withOperator(c => c.query(
-      `SELECT id::text, job, slot, trigger, instance, started_at AS "startedAt", finished_at AS "finishedAt", outcome, error, result
-         FROM job_runs WHERE ($1::text IS NULL OR job = $1) ORDER BY started_at DESC, id DESC LIMIT $2`,
-      [request.query.job ?? null, request.query.limit]))
-    return { runs: rows }
-  })
+  }, async (request) => ({ runs: await fastify.services.jobRuns.list({ job: request.query.job ?? null, limit: request.query.limit }) }))
 }
 
 export default operatorJobs

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { createTenantAdmin } from '../../services/tenant-admin.js'
 import { Lifecycle } from '../entitlements/index.js'
 import { DateTime, NoContent, PageLimit, strict, Uuid } from '../schemas.js'
 
@@ -23,14 +22,7 @@ const Params = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
 /** Operator administration of tenants: plan, contract, lifecycle (docs/entitlements.md). */
 const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
-  const admin = createTenantAdmin({
-    db: fastify.db,
-    audit: fastify.audit,
-    engine: fastify.entitlements,
-    originToken: fastify.originToken,
-    graceMs: fastify.config.PAST_DUE_GRACE_DAYS * 86_400_000,
-    log: fastify.log
-  })
+  const admin = fastify.services.tenantAdmin
   const operator = { auth: 'operator' as const }
 
   fastify.get('/api/v1/operator/tenants', {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError } from '../../errors.js'
-import { createEventBudget, createRecordingService, InvalidCursorError, prepareBatch, type BudgetOutcome } from '../../services/recordings.js'
+import { InvalidCursorError, prepareBatch, type BudgetOutcome } from '../../services/recordings.js'
 import { DateTime, PageLimit, strict, Uuid } from '../schemas.js'
 
 // Client-chosen, and part of a URL path: the same rule as the column's CHECK.
@@ -29,8 +29,7 @@ function invalidCursor (err: unknown): never {
 /** Recording mode (docs/recording.md; the recorder script is routes/recorder). */
 const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, entitlements } = fastify
-  const service = createRecordingService({ db: fastify.db, slots: fastify.tenantSlots })
-  const budget = createEventBudget()
+  const { recordings: service, eventBudget: budget } = fastify.services
 
   fastify.post('/api/v1/recordings/events', {
     bodyLimit: config.RECORDING_MAX_BATCH_BYTES,

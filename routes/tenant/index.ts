@@ -1,13 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { DateTime, NoContent, Role, strict, Uuid } from '../schemas.js'
-import { createTenantService, TENANT_READS } from '../../services/tenants.js'
+import { TENANT_READS } from '../../services/tenants.js'
 
 const Member = Type.Object({ userId: Uuid, email: Type.String(), role: Role })
 
 /** The caller's tenant and its members (docs/auth.md). */
 const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
-  const tenants = createTenantService({ db: fastify.db, audit: fastify.audit, entitlements: fastify.entitlements })
+  const { tenants } = fastify.services
 
   fastify.get('/api/v1/tenant', {
     config: { tenantRead: TENANT_READS.tenant },

@@ -1,6 +1,6 @@
-import type { Database } from '../infra/database.js'
-import type { Logger } from '../infra/logger.js'
-import { TenantBusyError } from '../infra/tenant-slots.js'
+import type { Database } from './database.js'
+import type { Logger } from './logger.js'
+import { TenantBusyError } from './tenant-slots.js'
 
 /**
  * Visits every tenant, in id order, for a job that works tenant by tenant. Tenants are listed
