@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
-import pino, { type Logger } from 'pino'
+import type { Logger } from 'pino'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.js'
 import { problem } from './errors.js'
 import { refuseNonFiniteNumbers } from './routes/schemas.js'
 import { checkedClientAddress, trustProxyOption } from './infra/client-address.js'
+import { createLogger } from './infra/logger.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import securityHeaders from './plugins/security-headers.js'
@@ -42,13 +43,6 @@ export interface BuildOptions {
   logStream?: Writable
 }
 
-// Secrets never reach the logs, whatever a future log call passes in.
-const SECRET_KEYS = ['password', 'currentPassword', 'newPassword', 'refreshToken', 'accessToken', 'token', 'secret', 'CRON_SECRET', 'AUDIT_SIGNING_KEY']
-export const REDACT = [
-  'req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]',
-  ...SECRET_KEYS, ...SECRET_KEYS.map(k => `*.${k}`)
-]
-
 // A client's X-Request-Id is kept when it is a sane token, so traces join across services.
 const REQUEST_ID = /^[\w.:-]{1,64}$/
 
@@ -60,16 +54,6 @@ class OneLinePerRequest extends LogController {
     if (error) reply.log.error({ ...line, err: error }, 'request errored')
     else reply.log.info(line, 'request completed')
   }
-}
-
-/** JSON lines in production; pretty output only for a developer's terminal. */
-export function createLogger (config: Config, stream?: Writable): Logger {
-  const options = { level: config.LOG_LEVEL, redact: { paths: REDACT, censor: '[redacted]' } }
-  if (stream) return pino(options, stream)
-  if (config.NODE_ENV === 'development' && process.stdout.isTTY) {
-    return pino({ ...options, transport: { target: 'pino-pretty', options: { translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } })
-  }
-  return pino(options)
 }
 
 /**
@@ -91,7 +75,8 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
     frameworkErrors: (error, request, reply) => {
       // Typed for a generic route; this reply belongs to none, so widen it. No onRequest hook
       // runs before a framework error, so the request id header is set here.
-      (reply as FastifyReply).code(400).header('x-request-id', request.id).type('application/problem+json').send(problem('BAD_REQUEST', error.message, request.id))
+      (reply as FastifyReply).code(400).header('x-request-id', request.id).type('application/problem+json')
+        .send(problem('BAD_REQUEST', error.message, request.id))
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()

@@ -107,7 +107,7 @@ export class ConfigError extends Error {
   }
 }
 
-// Accepted spellings of booleans in the environment (ENABLE_SCHEDULER=1 as the seed writes it).
+// Accepted spellings of booleans in the environment: ENABLE_SCHEDULER=1 is written as often as =true.
 const TRUE = new Set(['1', 'true', 'yes', 'on'])
 const FALSE = new Set(['0', 'false', 'no', 'off'])
 
@@ -191,7 +191,9 @@ export function queryTimeoutMs (config: Config): number {
 
 /** The three connection strings, each falling back to DATABASE_URL (docs/operations.md). */
 export function databaseUrls (config: Config) {
-  if (!config.DATABASE_URL) throw new ConfigError('DATABASE_URL', 'is required here (server.ts fills it with the embedded Postgres when unset)')
+  if (!config.DATABASE_URL) {
+    throw new ConfigError('DATABASE_URL', 'is required here (server.ts fills it with the embedded Postgres when unset)')
+  }
   return {
     runtime: config.DATABASE_URL,
     direct: config.DATABASE_DIRECT_URL ?? config.DATABASE_URL,

@@ -1,5 +1,6 @@
 import closeWithGrace from 'close-with-grace'
-import { buildApp, createLogger, gracefulClose } from './app.js'
+import { buildApp, gracefulClose } from './app.js'
+import { createLogger } from './infra/logger.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { embeddedCredentials, startEmbeddedPostgres, type EmbeddedServer } from './db/embedded.js'
 import { provisionDatabase } from './db/provision.js'
@@ -23,7 +24,9 @@ async function main () {
   if (!config.DATABASE_URL) {
     embedded = await startEmbeddedPostgres({ dataDir: config.DATA_DIR, port: config.EMBEDDED_PG_PORT, log })
     const creds = await embeddedCredentials(config.DATA_DIR)
-    const urls = await provisionDatabase({ adminUrl: embedded.adminUrl, database: 'govula', ownerPassword: creds.owner, appPassword: creds.app })
+    const urls = await provisionDatabase({
+      adminUrl: embedded.adminUrl, database: 'govula', ownerPassword: creds.owner, appPassword: creds.app
+    })
     config = loadConfig(process.env, { DATABASE_URL: urls.runtimeUrl, MIGRATION_DATABASE_URL: urls.ownerUrl })
     log.info({ port: config.EMBEDDED_PG_PORT, dataDir: config.DATA_DIR }, 'embedded postgres running')
   }

@@ -72,7 +72,9 @@ async function letPostgresUserReach (targets: string[], log?: EmbeddedOptions['l
       if (dir === path.dirname(dir)) break
     }
   }
-  if (opened.size) log?.info({ folders: [...opened] }, 'let the postgres OS user enter these folders (o+x) to reach the embedded binaries and data')
+  if (opened.size) {
+    log?.info({ folders: [...opened] }, 'let the postgres OS user enter these folders (o+x) to reach the embedded binaries and data')
+  }
 }
 
 /**
@@ -106,7 +108,8 @@ export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<Emb
   try {
     await server.start()
   } catch (err) {
-    throw new Error(`embedded postgres did not start on 127.0.0.1:${opts.port} (is the port taken, or another instance using ${databaseDir}?)${err ? ': ' + String(err) : ''}`)
+    throw new Error(`embedded postgres did not start on 127.0.0.1:${opts.port} ` +
+      `(is the port taken, or another instance using ${databaseDir}?)${err ? ': ' + String(err) : ''}`)
   }
   return {
     adminUrl: `postgres://postgres:${encodeURIComponent(creds.superuser)}@127.0.0.1:${opts.port}/postgres`,

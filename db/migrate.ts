@@ -61,7 +61,9 @@ export async function pendingMigrations (client: Pick<pg.ClientBase, 'query'>, m
   for (const m of migrations) {
     const sum = applied.get(m.version)
     if (sum !== undefined && sum !== m.checksum) {
-      throw new MigrationError(`migration ${m.file} was edited after it was applied (checksum ${sum.slice(0, 12)}… in the database, ${m.checksum.slice(0, 12)}… on disk); migrations are forward-only: revert the edit and add a new migration`)
+      throw new MigrationError(`migration ${m.file} was edited after it was applied ` +
+        `(checksum ${sum.slice(0, 12)}… in the database, ${m.checksum.slice(0, 12)}… on disk); ` +
+        'migrations are forward-only: revert the edit and add a new migration')
     }
   }
   return migrations.filter(m => !applied.has(m.version))

@@ -11,7 +11,9 @@ const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
  * Never a secret: what non-production processes sign with when AUDIT_SIGNING_KEY is unset,
  * so a developer's stored checkpoints stay verifiable across restarts. Proves nothing.
  */
-export const DEVELOPMENT_SIGNING_KEY = createHash('sha256').update('govula development audit signing key (public, proves nothing)').digest('base64')
+export const DEVELOPMENT_SIGNING_KEY = createHash('sha256')
+  .update('govula development audit signing key (public, proves nothing)')
+  .digest('base64')
 
 export interface AuditSigner {
   algorithm: 'Ed25519'
@@ -30,7 +32,9 @@ const keyIdOf = (raw: Buffer) => createHash('sha256').update(raw).digest('hex').
 function decodeSeed (text: string): Buffer {
   const t = text.trim()
   const bytes = /^[0-9a-f]{64}$/i.test(t) ? Buffer.from(t, 'hex') : Buffer.from(t, 'base64url')
-  if (bytes.length !== 32) throw new Error('AUDIT_SIGNING_KEY must be a 32-byte Ed25519 seed (base64, base64url or hex) or a PKCS#8 PEM private key')
+  if (bytes.length !== 32) {
+    throw new Error('AUDIT_SIGNING_KEY must be a 32-byte Ed25519 seed (base64, base64url or hex) or a PKCS#8 PEM private key')
+  }
   return bytes
 }
 
@@ -67,7 +71,9 @@ export function createAuditSigner (secret: string, opts: { previousPublicKeys?: 
  * The signer a process should use: AUDIT_SIGNING_KEY when set; otherwise the public
  * development key outside production, and none in production (checkpoints are then refused).
  */
-export function resolveAuditSigner ({ AUDIT_SIGNING_KEY: key, NODE_ENV: nodeEnv }: { AUDIT_SIGNING_KEY?: string, NODE_ENV: string }): AuditSigner | null {
+export function resolveAuditSigner (
+  { AUDIT_SIGNING_KEY: key, NODE_ENV: nodeEnv }: { AUDIT_SIGNING_KEY?: string, NODE_ENV: string }
+): AuditSigner | null {
   if (key) return createAuditSigner(key)
   return nodeEnv === 'production' ? null : createAuditSigner(DEVELOPMENT_SIGNING_KEY)
 }

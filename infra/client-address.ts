@@ -46,7 +46,10 @@ export function parseTrustProxy (raw: unknown): { value: TrustProxy } | { error:
   const entries = text.split(',').map(e => e.trim()).filter(Boolean)
   const bad = entries.find(e => !validEntry(e))
   if (bad !== undefined || entries.length === 0) {
-    return { error: `must be false, a hop count, or a comma-separated list of IP addresses and CIDRs; ${JSON.stringify(bad ?? text)} is none of these` }
+    return {
+      error: 'must be false, a hop count, or a comma-separated list of IP addresses and CIDRs; ' +
+        `${JSON.stringify(bad ?? text)} is none of these`
+    }
   }
   return { value: entries.join(',') }
 }

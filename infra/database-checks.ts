@@ -95,7 +95,8 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, contex
             await loadContextKey(context.signer, context.ownerUrl)
           } catch (err) {
             if (isDatabaseUnavailable(err)) throw err
-            throw new CheckFailure('the request-context key cannot be read: MIGRATION_DATABASE_URL must name the owner role (docs/operations.md)')
+            throw new CheckFailure(
+              'the request-context key cannot be read: MIGRATION_DATABASE_URL must name the owner role (docs/operations.md)')
           }
         }
         return 'the context key is loaded'
@@ -116,7 +117,9 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, contex
         ].filter(Boolean)
         // The answer is public (probes need no credentials): it names no role. The operator
         // knows which login DATABASE_URL holds.
-        if (problems.length) throw new CheckFailure(`the runtime role ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
+        if (problems.length) {
+          throw new CheckFailure(`the runtime role ${problems.join(', ')}; use a least-privileged login (docs/operations.md)`)
+        }
         return 'the runtime role is least-privileged'
       }
     },
@@ -134,7 +137,8 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, contex
         const need = (poolMax ?? 0) * r!.replicas
         const replicas = `${r!.replicas} ${r!.replicas === 1 ? 'replica' : 'replicas'}`
         if (need > 0.8 * r!.max) {
-          throw new CheckFailure(`DB_MAX_CONNECTIONS ${poolMax} × ${replicas} = ${need} > 0.8 × max_connections ${r!.max}; lower DB_MAX_CONNECTIONS or use PgBouncer (docs/scaling.md)`)
+          throw new CheckFailure(`DB_MAX_CONNECTIONS ${poolMax} × ${replicas} = ${need} > 0.8 × max_connections ${r!.max}; ` +
+            'lower DB_MAX_CONNECTIONS or use PgBouncer (docs/scaling.md)')
         }
         return `${need} of ${r!.max} connections at most (${replicas})`
       }
@@ -148,7 +152,10 @@ export function databaseChecks ({ pool, poolMax, migrations, migrateWith, contex
       critical: false,
       async run () {
         const { rows: [r] } = await pool.query<{ on: boolean }>("SELECT current_setting('track_activities')::boolean AS on")
-        if (r!.on) throw new CheckFailure('the runtime role\'s statements are visible to its other connections; as a superuser: ALTER ROLE <runtime login> SET track_activities = off (docs/operations.md)')
+        if (r!.on) {
+          throw new CheckFailure('the runtime role\'s statements are visible to its other connections; ' +
+            'as a superuser: ALTER ROLE <runtime login> SET track_activities = off (docs/operations.md)')
+        }
         return "the runtime role's statements are not recorded"
       }
     },

@@ -10,7 +10,9 @@ import { TenantBusyError } from './tenant-slots.js'
  * A tenant whose requests hold its whole share of the pool (TenantBusyError, at any step of its
  * visit) is skipped until the next run, logged, rather than failing the job for every tenant after it.
  */
-export async function eachTenant (db: Database, log: Logger, signal: AbortSignal, visit: (tenantId: string) => Promise<void>, pageSize = 500): Promise<number> {
+export async function eachTenant (
+  db: Database, log: Logger, signal: AbortSignal, visit: (tenantId: string) => Promise<void>, pageSize = 500
+): Promise<number> {
   let visited = 0
   let after = '00000000-0000-0000-0000-000000000000'
   while (!signal.aborted) {

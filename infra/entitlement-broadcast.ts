@@ -62,7 +62,9 @@ export function createBroadcastListener (opts: BroadcastOptions) {
 
   function lost (c: pg.Client, err?: unknown) {
     if (c !== client || stopped) return
-    if (state.connected || attempt === 0) opts.log.warn({ err }, 'entitlement broadcast listener lost its connection; caches fall back to their TTL')
+    if (state.connected || attempt === 0) {
+      opts.log.warn({ err }, 'entitlement broadcast listener lost its connection; caches fall back to their TTL')
+    }
     state.connected = false
     client = undefined
     c.removeAllListeners('notification')

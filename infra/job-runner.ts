@@ -54,7 +54,8 @@ export function createJobRunner ({ db, log, instance, jobs, now = Date.now, onOu
     running.set(work, controller)
     try {
       const result = await work
-      await db.withOperator(c => c.query("UPDATE job_runs SET finished_at = clock_timestamp(), outcome = 'succeeded', result = $2 WHERE id = $1", [lease.id, result]))
+      await db.withOperator(c => c.query(
+        "UPDATE job_runs SET finished_at = clock_timestamp(), outcome = 'succeeded', result = $2 WHERE id = $1", [lease.id, result]))
       log.info({ job: name, trigger, result, ms: now() - started }, 'job succeeded')
       onOutcome(name, 'succeeded')
       return { job: name, ran: true, durationMs: now() - started, result }

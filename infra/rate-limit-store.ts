@@ -124,7 +124,10 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
   type Script = (key: string, windowMs: number, cb: (err: Error | null, r: [number, number]) => void) => void
   const scripts = redis as unknown as { govulaRateLimit: Script, govulaRateLimitRead: Script }
   const pairScript = redis as unknown as {
-    govulaRateLimitPair(first: string, second: string, windowMs: number, firstMax: number, cb: (err: Error | null, r: [number, number, number, number]) => void): void
+    govulaRateLimitPair(
+      first: string, second: string, windowMs: number, firstMax: number,
+      cb: (err: Error | null, r: [number, number, number, number]) => void
+    ): void
   }
 
   let probing = false
@@ -135,7 +138,8 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
     if (!health.redisUp) return
     health.redisUp = false
     health.outages++
-    log.warn({ err: { message: err.message } }, 'redis unavailable: general rate limits fail open, credential routes use a strict per-process limit')
+    log.warn({ err: { message: err.message } },
+      'redis unavailable: general rate limits fail open, credential routes use a strict per-process limit')
   }
 
   // Keys are prefix, scope, then the limiter's own key (limiterKey: kind and encoded values):
@@ -161,7 +165,9 @@ export function createResilientRedisStore ({ redis, log, health, prefix = 'govul
      * Counts `firstId` and, unless that is now over `firstMax`, `secondId`, in one round trip.
      * Without Redis it fails (the caller fails open, as on any general route).
      */
-    incrPair (firstId: string, secondId: string, timeWindow: number, firstMax: number, cb: (err: Error | null, result?: PairResult) => void): void {
+    incrPair (
+      firstId: string, secondId: string, timeWindow: number, firstMax: number, cb: (err: Error | null, result?: PairResult) => void
+    ): void {
       if (!health.redisUp && probing) {
         health.failOpens++
         cb(lastError)

@@ -37,7 +37,8 @@ export function tenantMaxConnections (config: { DB_MAX_CONNECTIONS: number, DB_T
 // next replica (deploy/nginx/proxy.conf) would carry the same slow load there.
 export class TenantBusyError extends AppError {
   constructor (max: number) {
-    super('RATE_LIMITED', `this tenant already has ${max} database connections busy in this instance (DB_TENANT_MAX_CONNECTIONS); retry in 1 s`,
+    super('RATE_LIMITED',
+      `this tenant already has ${max} database connections busy in this instance (DB_TENANT_MAX_CONNECTIONS); retry in 1 s`,
       { headers: { 'retry-after': '1' } })
   }
 }
@@ -114,7 +115,9 @@ export function capTenantCheckouts (db: Database, slots: TenantSlots): Database 
  * it is ended at once (null): the request's reads then wait for a slot like any other
  * (capTenantCheckouts). The slot is given back by whichever of run() and end() ends it.
  */
-export async function countHeldTransaction (slots: TenantSlots, tenantId: string, transaction: HeldTransaction): Promise<HeldTransaction | null> {
+export async function countHeldTransaction (
+  slots: TenantSlots, tenantId: string, transaction: HeldTransaction
+): Promise<HeldTransaction | null> {
   const release = slots.tryTake(tenantId)
   if (!release) {
     await transaction.end()

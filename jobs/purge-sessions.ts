@@ -7,7 +7,9 @@ import type { JobDefinition } from './index.js'
  * refresh token, so they stay while the family lives. Then clears the successor tokens
  * sealed for the refresh grace window in rows whose window is over.
  */
-export async function purgeSessions ({ db, reuseGraceS }: { db: Database, reuseGraceS: number }, signal: AbortSignal, { batchSize = 1000 } = {}) {
+export async function purgeSessions (
+  { db, reuseGraceS }: { db: Database, reuseGraceS: number }, signal: AbortSignal, { batchSize = 1000 } = {}
+) {
   let deleted = 0
   let cleared = 0
   while (!signal.aborted) {

@@ -90,7 +90,9 @@ export default fp(async (fastify) => {
       auth = held?.auth ?? null
       // Now that the tenant is known, its connection counts as one of the tenant's share of the
       // pool; over the share it is ended at once (null) and the request's reads queue for one.
-      const transaction = held?.auth.tenantId ? await countHeldTransaction(fastify.tenantSlots, held.auth.tenantId, held.transaction) : held?.transaction
+      const transaction = held?.auth.tenantId
+        ? await countHeldTransaction(fastify.tenantSlots, held.auth.tenantId, held.transaction)
+        : held?.transaction
       if (transaction) {
         request.heldTransaction = transaction
         // The response's 'close' comes whatever happens, including a client that went away

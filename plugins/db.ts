@@ -43,7 +43,10 @@ export default fp(async (fastify) => {
   pool.on('error', (err) => log.warn({ err }, 'idle database client failed'))
   pool.on('connect', (client) => client.on('error', (err) => log.warn({ err }, 'database client failed')))
 
-  const tenantSlots = createTenantSlots({ max: tenantMaxConnections(config), queueTimeoutMs: config.DB_TENANT_QUEUE_TIMEOUT_MS ?? config.DB_CONNECTION_TIMEOUT })
+  const tenantSlots = createTenantSlots({
+    max: tenantMaxConnections(config),
+    queueTimeoutMs: config.DB_TENANT_QUEUE_TIMEOUT_MS ?? config.DB_CONNECTION_TIMEOUT
+  })
   fastify.decorate('tenantSlots', tenantSlots)
   // The signer's key is read by the readiness check 'request-context' (plugins/readiness.ts).
   fastify.decorate('db', capTenantCheckouts(createDatabase(pool, createContextSigner()), tenantSlots))

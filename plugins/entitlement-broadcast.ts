@@ -31,7 +31,8 @@ export default fp(async (fastify) => {
     name: 'entitlement-broadcast',
     critical: false,
     async run () {
-      if (!listener.state.connected) throw new CheckFailure('degraded: not listening, reconnecting; entitlement caches expire by TTL') // a stable detail: one log line per outage, not per attempt
+      // A stable detail: one log line per outage, not per attempt.
+      if (!listener.state.connected) throw new CheckFailure('degraded: not listening, reconnecting; entitlement caches expire by TTL')
       return `listening (${listener.state.reconnects} reconnects)`
     }
   })

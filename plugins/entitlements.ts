@@ -3,7 +3,9 @@ import type { FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { lifecycleRule, type FeatureKey, type LifecycleRule } from '../services/entitlements.js'
 
-export interface LifecycleRoute { method: string, url: string, readonly auth: 'tenant' | 'operator' | 'session' | false, rule: LifecycleRule }
+export interface LifecycleRoute {
+  method: string, url: string, readonly auth: 'tenant' | 'operator' | 'session' | false, rule: LifecycleRule
+}
 
 declare module 'fastify' {
   interface FastifyInstance {

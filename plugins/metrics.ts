@@ -26,8 +26,15 @@ export default fp(async (fastify) => {
   const registry = new Registry()
   const metrics: Metrics = {
     registry,
-    auditAppend: new Histogram({ name: 'govula_audit_append_seconds', help: 'Audit chain append latency (inside the caller\'s transaction)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registers: [registry] }),
-    jobRuns: new Counter({ name: 'govula_job_runs_total', help: 'Scheduled job runs by outcome', labelNames: ['job', 'outcome'], registers: [registry] })
+    auditAppend: new Histogram({
+      name: 'govula_audit_append_seconds',
+      help: 'Audit chain append latency (inside the caller\'s transaction)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers: [registry]
+    }),
+    jobRuns: new Counter({
+      name: 'govula_job_runs_total', help: 'Scheduled job runs by outcome', labelNames: ['job', 'outcome'], registers: [registry]
+    })
   }
   fastify.decorate('metrics', metrics)
   if (!config.METRICS_ENABLED) return
@@ -40,7 +47,9 @@ export default fp(async (fastify) => {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry]
   })
-  const rejections = new Counter({ name: 'govula_rate_limit_rejections_total', help: 'Requests answered 429', labelNames: ['route'], registers: [registry] })
+  const rejections = new Counter({
+    name: 'govula_rate_limit_rejections_total', help: 'Requests answered 429', labelNames: ['route'], registers: [registry]
+  })
   fastify.addHook('onResponse', (request, reply, done) => {
     // The route pattern, never the raw URL: label cardinality stays bounded.
     const route = request.routeOptions.url ?? (request.is404 ? '(not found)' : '(unknown)')
@@ -67,13 +76,19 @@ export default fp(async (fastify) => {
   // Counters kept by the engine and the limiter, exported as their running totals.
   gauge('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
   gauge('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache', () => fastify.entitlements?.stats.misses)
-  gauge('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events', () => fastify.entitlements?.stats.invalidations)
-  gauge('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)', () => fastify.entitlements?.stats.loads)
-  gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up (absent when broadcast is off)', () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
+  gauge('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events',
+    () => fastify.entitlements?.stats.invalidations)
+  gauge('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)',
+    () => fastify.entitlements?.stats.loads)
+  gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up (absent when broadcast is off)',
+    () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
   gauge('govula_entitlement_broadcast_reconnects_total', 'LISTEN reconnections', () => fastify.entitlementBroadcast?.reconnects)
-  gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer', () => fastify.limiterHealth?.failOpens)
-  gauge('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback', () => fastify.limiterHealth?.fallbacks)
-  gauge('govula_redis_up', '1 while Redis answers the limiter (absent without REDIS_URL)', () => config.REDIS_URL ? Number(fastify.limiterHealth?.redisUp) : undefined)
+  gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer',
+    () => fastify.limiterHealth?.failOpens)
+  gauge('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback',
+    () => fastify.limiterHealth?.fallbacks)
+  gauge('govula_redis_up', '1 while Redis answers the limiter (absent without REDIS_URL)',
+    () => config.REDIS_URL ? Number(fastify.limiterHealth?.redisUp) : undefined)
   gauge('govula_ready', '1 while readiness passes', () => Number(fastify.readiness.ready()))
 
   const scrape = async () => ({ contentType: registry.contentType, body: await registry.metrics() })
@@ -89,7 +104,10 @@ export default fp(async (fastify) => {
     fastify.addHook('onListen', async () => {
       // A taken port costs the metrics, not the service: logged, and the API keeps serving.
       try {
-        await new Promise<void>((resolve, reject) => server.once('error', reject).listen(config.METRICS_PORT, config.HOST, () => { server.off('error', reject); resolve() }))
+        await new Promise<void>((resolve, reject) => server.once('error', reject).listen(config.METRICS_PORT, config.HOST, () => {
+          server.off('error', reject)
+          resolve()
+        }))
         log.info({ port: config.METRICS_PORT }, 'metrics listening')
       } catch (err) {
         log.error({ err, port: config.METRICS_PORT }, 'metrics listener failed: no metrics from this instance')
@@ -97,7 +115,8 @@ export default fp(async (fastify) => {
     })
     fastify.addHook('onClose', async () => { await new Promise(resolve => server.close(resolve)) })
   } else if (!config.METRICS_PUBLIC) {
-    log.warn('METRICS_ENABLED without METRICS_PORT: /metrics is not served (set METRICS_PORT, or METRICS_PUBLIC=true to serve it on the public port)')
+    log.warn('METRICS_ENABLED without METRICS_PORT: /metrics is not served ' +
+      '(set METRICS_PORT, or METRICS_PUBLIC=true to serve it on the public port)')
   } else {
     fastify.get('/metrics', { config: { auth: false, rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {
       const { contentType, body } = await scrape()

@@ -15,10 +15,16 @@ const problemSchema = {
     code: { type: 'string', enum: Object.keys(errorCatalog) },
     detail: { type: 'string' },
     requestId: { type: 'string', description: 'equals the X-Request-Id header' },
-    errors: { type: 'array', description: 'only with VALIDATION_FAILED', items: { type: 'object', required: ['field', 'message'], properties: { field: { type: 'string' }, message: { type: 'string' } } } }
+    errors: {
+      type: 'array',
+      description: 'only with VALIDATION_FAILED',
+      items: { type: 'object', required: ['field', 'message'], properties: { field: { type: 'string' }, message: { type: 'string' } } }
+    }
   }
 }
-const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
+const problemResponse = (description: string) => ({
+  description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } }
+})
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options']
 
 // Swagger UI loads its scripts, styles and images from /docs itself and fetches /docs/json;
@@ -45,7 +51,11 @@ export default fp(async (fastify) => {
   await fastify.register(swagger, {
     openapi: {
       openapi: '3.1.0', // 3.1: TypeBox emits JSON Schema (type 'null', type lists), which 3.0 lacks
-      info: { title: 'Govula core', version: '1.0.0', description: 'The REST contract of Govula core. Errors are RFC 9457 problem+json (docs/errors.md).' },
+      info: {
+        title: 'Govula core',
+        version: '1.0.0',
+        description: 'The REST contract of Govula core. Errors are RFC 9457 problem+json (docs/errors.md).'
+      },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]
     },
@@ -53,13 +63,19 @@ export default fp(async (fastify) => {
     transformObject (document) {
       if (!('openapiObject' in document)) return document.swaggerObject
       // Typed loosely: the document's own types do not admit a plain JSON Schema literal.
-      const doc = document.openapiObject as { paths?: Record<string, Record<string, { responses?: Record<string, unknown> }>>, components?: { schemas?: Record<string, unknown> } }
+      const doc = document.openapiObject as {
+        paths?: Record<string, Record<string, { responses?: Record<string, unknown> }>>, components?: { schemas?: Record<string, unknown> }
+      }
       doc.components = { ...doc.components, schemas: { ...doc.components?.schemas, Problem: problemSchema } }
       for (const item of Object.values(doc.paths ?? {})) {
         for (const method of METHODS) {
           const op = item[method]
           if (!op) continue
-          op.responses = { ...op.responses, '4XX': problemResponse('A client error, as problem+json'), '5XX': problemResponse('A server error, as problem+json (503 with Retry-After when the database is unavailable)') }
+          op.responses = {
+            ...op.responses,
+            '4XX': problemResponse('A client error, as problem+json'),
+            '5XX': problemResponse('A server error, as problem+json (503 with Retry-After when the database is unavailable)')
+          }
         }
       }
       return document.openapiObject

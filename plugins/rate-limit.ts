@@ -15,7 +15,10 @@ declare module 'fastify' {
      * Wrong cron secrets per client IP: `check` refuses once the budget is spent (before the
      * secret is compared, so a spent budget tells a guesser nothing), `failed` counts one.
      */
-    cronSecretLimit: { check(request: FastifyRequest, reply: FastifyReply): Promise<void>, failed(request: FastifyRequest, reply: FastifyReply): Promise<void> }
+    cronSecretLimit: {
+      check(request: FastifyRequest, reply: FastifyReply): Promise<void>
+      failed(request: FastifyRequest, reply: FastifyReply): Promise<void>
+    }
   }
   interface FastifyContextConfig {
     /** false: this tenant route is not counted against the tenant's api_requests_per_minute. */
@@ -77,7 +80,8 @@ export default fp(async (fastify) => {
     keyGenerator: (request) => limiterKey('ip', normalizeIP(request.ip)),
     ...(RedisStore ? { store: RedisStore } : {}),
     errorResponseBuilder: (_request, context) =>
-      new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per ${context.after} exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`)
+      new AppError('RATE_LIMITED',
+        `rate limit of ${context.max} requests per ${context.after} exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
 
   // Both take their maximum from request.tenantBudget, read once per request below.
@@ -128,13 +132,16 @@ export default fp(async (fastify) => {
   }
   function refuse (request: FastifyRequest, window: Window): never {
     record(request, window)
-    throw new AppError('RATE_LIMITED', `the ${window.policy} limit of ${window.limit} requests per ${window.windowS} s is spent; retry in ${window.resetS} s`,
+    throw new AppError('RATE_LIMITED',
+      `the ${window.policy} limit of ${window.limit} requests per ${window.windowS} s is spent; retry in ${window.resetS} s`,
       { headers: { 'retry-after': String(window.resetS) } })
   }
 
   async function enforce (reply: FastifyReply, policy: 'tenant' | 'user' | 'cron', result: Awaited<ReturnType<typeof tenantLimit>>) {
     if (result.isAllowed) return
-    const window: Window = { policy, limit: result.max, remaining: result.remaining, resetS: result.ttlInSeconds, windowS: Math.round(result.timeWindow / 1000) }
+    const window: Window = {
+      policy, limit: result.max, remaining: result.remaining, resetS: result.ttlInSeconds, windowS: Math.round(result.timeWindow / 1000)
+    }
     if (!result.isExceeded) {
       record(reply.request, window)
       return
@@ -142,7 +149,11 @@ export default fp(async (fastify) => {
     const { tenant } = reply.request
     if ((policy === 'tenant' || policy === 'user') && tenant) {
       const token = bearerToken(reply.request.headers.authorization)
-      if (token) refused.remember(token, { policy, tenantId: tenant.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS })
+      if (token) {
+        refused.remember(token, {
+          policy, tenantId: tenant.id, resetAt: Date.now() + result.ttl, limit: result.max, windowS: window.windowS
+        })
+      }
     }
     refuse(reply.request, window)
   }
@@ -154,7 +165,13 @@ export default fp(async (fastify) => {
     const token = bearerToken(request.headers.authorization)
     const refusal = token ? refused.lookup(token) : null
     if (!refusal) return
-    refuse(request, { policy: refusal.policy, limit: refusal.limit, remaining: 0, resetS: Math.max(1, Math.ceil((refusal.resetAt - Date.now()) / 1000)), windowS: refusal.windowS })
+    refuse(request, {
+      policy: refusal.policy,
+      limit: refusal.limit,
+      remaining: 0,
+      resetS: Math.max(1, Math.ceil((refusal.resetAt - Date.now()) / 1000)),
+      windowS: refusal.windowS
+    })
   })
 
   // After auth (an app-level preParsing hook registered earlier): one tenant's flood only
@@ -175,8 +192,9 @@ export default fp(async (fastify) => {
       return
     }
     const userMax = userShareOf(budget)
-    const pair = await new Promise<PairResult | null>((resolve) => pairStore.incrPair(limiterKey('user', request.tenant!.id, request.auth!.userId),
-      limiterKey('tenant', request.tenant!.id), TENANT_WINDOW_MS, userMax, (err, result) => resolve(err ? null : result!)))
+    const pair = await new Promise<PairResult | null>((resolve) => pairStore.incrPair(
+      limiterKey('user', request.tenant!.id, request.auth!.userId), limiterKey('tenant', request.tenant!.id),
+      TENANT_WINDOW_MS, userMax, (err, result) => resolve(err ? null : result!)))
     if (!pair) return // Redis could not answer: fail open, as every general decision does
     await enforce(reply, 'user', windowResult(pair.first, userMax))
     if (pair.second) await enforce(reply, 'tenant', windowResult(pair.second, budget))
@@ -201,7 +219,13 @@ export default fp(async (fastify) => {
       const resetS = Number(reply.getHeader('x-ratelimit-reset') ?? 0)
       const perIp = request.routeOptions.config.rateLimit
       const windowMs = typeof perIp === 'object' && typeof perIp.timeWindow === 'number' ? perIp.timeWindow : config.RATE_LIMIT_WINDOW
-      windows.push({ policy: 'ip', limit: Number(limit), remaining: Number(reply.getHeader('x-ratelimit-remaining') ?? 0), resetS, windowS: Math.round(windowMs / 1000) })
+      windows.push({
+        policy: 'ip',
+        limit: Number(limit),
+        remaining: Number(reply.getHeader('x-ratelimit-remaining') ?? 0),
+        resetS,
+        windowS: Math.round(windowMs / 1000)
+      })
     }
     if (request.rateLimitWindows) windows.push(...request.rateLimitWindows)
     if (windows.length) setDraftHeaders(reply, windows)

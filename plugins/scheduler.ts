@@ -31,8 +31,10 @@ export default fp(async (fastify) => {
   if (config.ENABLE_SCHEDULER) {
     fastify.addHook('onReady', async () => {
       for (const [name, job] of jobs) {
-        const task = new AsyncTask(name, async () => { await runner.run(name, 'scheduler') }, () => {}) // failures are logged and recorded by the runner
-        fastify.scheduler.addSimpleIntervalJob(new SimpleIntervalJob({ milliseconds: job.intervalMs }, task, { id: name, preventOverrun: true }))
+        // Failures are logged and recorded by the runner.
+        const task = new AsyncTask(name, async () => { await runner.run(name, 'scheduler') }, () => {})
+        fastify.scheduler.addSimpleIntervalJob(
+          new SimpleIntervalJob({ milliseconds: job.intervalMs }, task, { id: name, preventOverrun: true }))
       }
       log.info({ jobs: [...jobs.keys()], instance }, 'scheduler started')
     })

@@ -17,7 +17,9 @@ declare module 'fastify' {
 
 /** Builds the services (services/index.ts) and decorates the app with them. */
 export default fp(async (fastify) => {
-  const services = await createServices({ config: fastify.config, db: fastify.db, audit: fastify.audit, log: fastify.log, slots: fastify.tenantSlots })
+  const services = await createServices({
+    config: fastify.config, db: fastify.db, audit: fastify.audit, log: fastify.log, slots: fastify.tenantSlots
+  })
   fastify.decorate('services', services)
   fastify.decorate('accounts', services.accounts)
   fastify.decorate('entitlements', services.entitlements)

@@ -26,7 +26,8 @@ export default fp(async (fastify) => {
     const held = request.heldTransaction
     // It holds a connection only until the held transaction has been used (or ended).
     request.withTenant = held
-      ? Object.defineProperty(<T>(fn: (c: PoolClient) => Promise<T>) => held.run(fn) ?? fastify.db.withTenant(id, fn), 'holding', { get: () => !held.ended })
+      ? Object.defineProperty(
+        <T>(fn: (c: PoolClient) => Promise<T>) => held.run(fn) ?? fastify.db.withTenant(id, fn), 'holding', { get: () => !held.ended })
       : (fn) => fastify.db.withTenant(id, fn)
   })
 }, { name: 'tenant-context', dependencies: ['db', 'auth'], fastify: '5.x' })

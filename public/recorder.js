@@ -255,10 +255,16 @@
     /** Records one event and returns its id; a flush follows within flushIntervalMs. */
     record (type, payload = {}) {
       if (!opts) throw new Error('GovulaRecorder.record: call start() first')
-      if (typeof type !== 'string' || type.length < 1 || type.length > 100) throw new TypeError('GovulaRecorder.record: type must be a string of 1 to 100 characters')
-      if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) throw new TypeError('GovulaRecorder.record: payload must be a plain object')
+      if (typeof type !== 'string' || type.length < 1 || type.length > 100) {
+        throw new TypeError('GovulaRecorder.record: type must be a string of 1 to 100 characters')
+      }
+      if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+        throw new TypeError('GovulaRecorder.record: payload must be a plain object')
+      }
       const size = encoder.encode(JSON.stringify(payload)).length
-      if (size > opts.maxPayloadBytes) throw new RangeError(`GovulaRecorder.record: payload is ${size} bytes as JSON; the limit is ${opts.maxPayloadBytes}`)
+      if (size > opts.maxPayloadBytes) {
+        throw new RangeError(`GovulaRecorder.record: payload is ${size} bytes as JSON; the limit is ${opts.maxPayloadBytes}`)
+      }
       const event = { id: uuid(), recordingId: opts.recordingId, type, occurredAt: new Date().toISOString(), payload }
       const json = JSON.stringify(event)
       const key = `${PREFIX}${Date.now().toString(36).padStart(9, '0')}${(seq++ % 1679616).toString(36).padStart(4, '0')}:${event.id}`

@@ -59,7 +59,11 @@ export function refuseNonFiniteNumbers (route: RouteOptions) {
   const check = async (request: FastifyRequest) => {
     for (const [part, key] of parts) {
       const field = nonFinite(schema![part], request[key], part)
-      if (field) throw new AppError('VALIDATION_FAILED', `${field} must be a finite number`, { errors: [{ field, message: 'must be a finite number' }] })
+      if (field) {
+        throw new AppError('VALIDATION_FAILED', `${field} must be a finite number`, {
+          errors: [{ field, message: 'must be a finite number' }]
+        })
+      }
     }
   }
   route.preHandler = [check, ...[route.preHandler ?? []].flat()]

@@ -64,7 +64,8 @@ async function until (what: string, timeoutMs: number, probe: () => Promise<bool
     if (dead) throw new Error(`${what}: ${dead}`)
     if (await probe().catch(() => false)) return
     if (Date.now() > deadline) {
-      throw new Error(`${what}: not ready after ${timeoutMs} ms${service ? `; last lines of ${service.logFile}:\n${tail(service.logFile)}` : ''}`)
+      const lastLines = service ? `; last lines of ${service.logFile}:\n${tail(service.logFile)}` : ''
+      throw new Error(`${what}: not ready after ${timeoutMs} ms${lastLines}`)
     }
     await sleep(50)
   }
@@ -123,7 +124,9 @@ interface Service {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>
 }
 
-function spawnService (name: string, command: string, args: string[], opts: { logFile: string, env?: NodeJS.ProcessEnv, cwd?: string }): Service {
+function spawnService (
+  name: string, command: string, args: string[], opts: { logFile: string, env?: NodeJS.ProcessEnv, cwd?: string }
+): Service {
   installExitHook()
   const fd = openSync(opts.logFile, 'a')
   const child = spawn(command, args, { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, stdio: ['ignore', fd, fd], detached: true })
@@ -228,7 +231,10 @@ export interface Cluster {
 const OWNED = ['PORT', 'HOST', 'DATABASE_URL', 'DATABASE_DIRECT_URL', 'MIGRATION_DATABASE_URL', 'REDIS_URL',
   'ENTITLEMENT_BROADCAST_ENABLED', 'TRUST_PROXY', 'DB_STATEMENT_TIMEOUT', 'METRICS_PORT', 'DATA_DIR', 'EMBEDDED_PG_PORT']
 
-function urlWith (base: string, { user, password, port, database, host }: { user?: string, password?: string, port?: number, database?: string, host?: string }) {
+function urlWith (
+  base: string,
+  { user, password, port, database, host }: { user?: string, password?: string, port?: number, database?: string, host?: string }
+) {
   const u = new URL(base)
   if (user !== undefined) u.username = encodeURIComponent(user)
   if (password !== undefined) u.password = encodeURIComponent(password)
@@ -247,7 +253,9 @@ async function resolvePostgres (opts: ClusterOptions, dir: string, log: (l: stri
     const creds = await embeddedCredentials(dir) // only its owner/app passwords are used here
     return { adminUrl: candidate, embedded: undefined, owner: creds.owner, app: creds.app }
   }
-  if (explicit) throw new Error(`cluster: cannot connect to the Postgres at ${new URL(explicit).host} (CLUSTER_ADMIN_URL / TEST_DATABASE_URL)`)
+  if (explicit) {
+    throw new Error(`cluster: cannot connect to the Postgres at ${new URL(explicit).host} (CLUSTER_ADMIN_URL / TEST_DATABASE_URL)`)
+  }
   const dataDir = path.join(dir, 'postgres')
   const port = await freePort()
   log(`no Postgres answers at ${new URL(DEFAULT_ADMIN_URL).host}: starting an embedded one (${dataDir}, port ${port})`)
@@ -269,7 +277,9 @@ function pgbouncerUser (): { name: string, uid: number } | null {
   return { name: 'postgres', uid: Number(r.stdout.trim()) }
 }
 
-async function startPgBouncer (bin: string, dir: string, opts: { database: string, serverUrl: string, appPassword: string, statsPassword: string }) {
+async function startPgBouncer (
+  bin: string, dir: string, opts: { database: string, serverUrl: string, appPassword: string, statsPassword: string }
+) {
   const pgbDir = path.join(dir, 'pgbouncer')
   await mkdir(pgbDir, { recursive: true })
   const user = pgbouncerUser()
@@ -313,12 +323,15 @@ log_disconnections = 0
   const service = spawnService('pgbouncer', bin, [...(user ? ['-u', user.name] : []), ini], { logFile: path.join(dir, 'pgbouncer.log') })
   const url = `postgres://${APP_ROLE}:${encodeURIComponent(opts.appPassword)}@127.0.0.1:${port}/${opts.database}`
   await until('pgbouncer', 10_000, () => canConnect(url, 1000), service)
-  return { service, port, url, statsUrl: `postgres://pgbouncer_stats:${encodeURIComponent(opts.statsPassword)}@127.0.0.1:${port}/pgbouncer` }
+  return {
+    service, port, url, statsUrl: `postgres://pgbouncer_stats:${encodeURIComponent(opts.statsPassword)}@127.0.0.1:${port}/pgbouncer`
+  }
 }
 
 async function startRedis (bin: string, dir: string) {
   const port = await freePort()
-  const service = spawnService('redis', bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+  const service = spawnService('redis', bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
     { logFile: path.join(dir, 'redis.log') })
   await until('redis-server', 10_000, () => redisPing(port), service)
   return { service, url: `redis://127.0.0.1:${port}` }
@@ -395,7 +408,10 @@ function replicaEnv (opts: ClusterOptions, owned: Record<string, string>): NodeJ
   }
 }
 
-function createReplica (index: number, port: number, dir: string, command: string[], env: NodeJS.ProcessEnv, onUnexpectedExit: (r: Replica, reason: string) => void): Replica {
+function createReplica (
+  index: number, port: number, dir: string, command: string[], env: NodeJS.ProcessEnv,
+  onUnexpectedExit: (r: Replica, reason: string) => void
+): Replica {
   let service: Service | undefined
   let stopping = false
   const logFile = path.join(dir, `replica-${index}.log`)
@@ -470,7 +486,9 @@ export async function startCluster (opts: ClusterOptions = {}): Promise<Cluster>
     }
     const ownerPassword = opts.ownerPassword ?? pgServer.owner
     const appPassword = opts.appPassword ?? pgServer.app
-    const { ownerUrl } = await provisionDatabase({ adminUrl: pgServer.adminUrl, database, ownerPassword, appPassword, template: opts.template })
+    const { ownerUrl } = await provisionDatabase({
+      adminUrl: pgServer.adminUrl, database, ownerPassword, appPassword, template: opts.template
+    })
     if (opts.dropDatabaseOnStop) {
       started.push(async () => {
         const admin = new pg.Client({ connectionString: pgServer.adminUrl })
@@ -481,7 +499,8 @@ export async function startCluster (opts: ClusterOptions = {}): Promise<Cluster>
     const admin = new pg.Client({ connectionString: pgServer.adminUrl })
     await admin.connect()
     try {
-      await admin.query(`ALTER ROLE ${ident(APP_ROLE)} IN DATABASE ${ident(database)} SET statement_timeout = ${Number(opts.statementTimeoutMs ?? 10_000)}`)
+      await admin.query(
+        `ALTER ROLE ${ident(APP_ROLE)} IN DATABASE ${ident(database)} SET statement_timeout = ${Number(opts.statementTimeoutMs ?? 10_000)}`)
     } finally {
       await admin.end()
     }
@@ -525,7 +544,8 @@ export async function startCluster (opts: ClusterOptions = {}): Promise<Cluster>
       if (!(key in ConfigSchema.properties)) throw new Error(`cluster: ${key} is not a setting of the service (config.ts)`)
     }
     const ports = await Promise.all(Array.from({ length: replicaCount }, () => freePort()))
-    const onUnexpectedExit = opts.onUnexpectedExit ?? ((r: Replica, reason: string) => log(`replica ${r.index} stopped unexpectedly: ${reason}`))
+    const onUnexpectedExit = opts.onUnexpectedExit ??
+      ((r: Replica, reason: string) => log(`replica ${r.index} stopped unexpectedly: ${reason}`))
     const replicas = ports.map((port, i) => createReplica(i + 1, port, dir, command, env, onUnexpectedExit))
     started.push(() => Promise.all(replicas.map(r => r.stop())))
     await Promise.all(replicas.map(r => r.start()))

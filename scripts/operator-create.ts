@@ -29,7 +29,9 @@ function parse () {
   if (!email) throw new UsageError('--email is required')
   if (!password) throw new UsageError('--password is required')
   // The same rules as sign-up (routes/auth): a plausible address, 8 to 256 characters.
-  if (email.length > 254 || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email.trim())) throw new UsageError(`--email ${JSON.stringify(email)} is not an email address`)
+  if (email.length > 254 || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email.trim())) {
+    throw new UsageError(`--email ${JSON.stringify(email)} is not an email address`)
+  }
   if (password.length < PASSWORD_MIN || password.length > PASSWORD_MAX) {
     throw new UsageError(`--password must be ${PASSWORD_MIN} to ${PASSWORD_MAX} characters (got ${password.length})`)
   }
@@ -46,7 +48,9 @@ try {
   // The runtime pool signs its row-level security context with the key only the owner reads.
   const db = createDatabase(pool, await loadContextKey(createContextSigner(), databaseUrls(config).migration))
   // One hash at a time: a script creates one account.
-  const { accounts } = await createServices({ config: { ...config, ARGON2_MAX_CONCURRENCY: 1 }, db, audit: appendAudit, log: pino({ level: 'silent' }) })
+  const { accounts } = await createServices({
+    config: { ...config, ARGON2_MAX_CONCURRENCY: 1 }, db, audit: appendAudit, log: pino({ level: 'silent' })
+  })
   // As the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL): the runtime role cannot set is_operator.
   const outcome = await accounts.ensureOperator(databaseUrls(config).migration, email, password)
   if (outcome === 'exists') {

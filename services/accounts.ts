@@ -6,7 +6,9 @@ import { isUuid, type Database, type Queryable } from '../infra/database.js'
 import type { Logger } from '../infra/logger.js'
 import { clientKey, createLoginThrottle, type ThrottlePolicy } from './login-throttle.js'
 import type { PasswordHasher } from '../infra/passwords.js'
-import { decodeSessionCursor, RefreshReuseDetected, type AuthContext, type ClientMeta, type IssuedTokens, type Role, type SessionService } from './sessions.js'
+import {
+  decodeSessionCursor, RefreshReuseDetected, type AuthContext, type ClientMeta, type IssuedTokens, type Role, type SessionService
+} from './sessions.js'
 
 export interface TenantSummary { id: string, name: string, slug: string, role: Role }
 
@@ -37,7 +39,9 @@ export const normaliseEmail = (email: string) => email.trim().toLowerCase()
 
 /** A URL-safe slug from a display name ("Acme Corp!" → "acme-corp"). */
 export function slugify (name: string): string {
-  const base = name.normalize('NFKD').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '')
+  // NFKD splits an accented letter into the letter and its marks; the marks go, the letter stays (é → e).
+  const base = name.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '')
   return base || 'tenant'
 }
 
@@ -63,7 +67,8 @@ async function tenantSummary (client: Queryable, tenantId: string, userId: strin
 function chooseTenant (tenants: TenantSummary[], wanted: string | undefined, isOperator: boolean): TenantSummary | null | AppError {
   if (wanted !== undefined) {
     const key = wanted.toLowerCase()
-    return tenants.find(t => t.id === key || t.slug === key) ?? new AppError('TENANT_FORBIDDEN', 'this account is not a member of that tenant')
+    return tenants.find(t => t.id === key || t.slug === key) ??
+      new AppError('TENANT_FORBIDDEN', 'this account is not a member of that tenant')
   }
   if (isOperator) return null
   if (tenants.length === 1) return tenants[0]!
@@ -93,7 +98,8 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
         const userId = randomUUID()
         const tenantId = randomUUID()
         // Accounts are created by a function of the owner's (the runtime role cannot write users).
-        const { rows: [created] } = await client.query<{ ok: boolean }>('SELECT auth_create_user($1, $2, $3) AS ok', [userId, email, passwordHash])
+        const { rows: [created] } = await client.query<{ ok: boolean }>(
+          'SELECT auth_create_user($1, $2, $3) AS ok', [userId, email, passwordHash])
         if (!created!.ok) throw new AppError('CONFLICT', 'an account with this email already exists')
         await db.setContext(client, { userId, tenantId })
         const name = input.tenantName.trim()
@@ -109,8 +115,15 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
         await client.query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')", [tenantId, userId])
         const tokens = await startSession(client, userId, tenantId, meta)
         const user = { id: userId, email }
-        await audit(client, 'tenant_operation_log', tenantId, { actor: actor(user), action: 'tenant.created', target: { type: 'tenant', id: tenantId }, data: { name, slug, plan: 'free', lifecycle: 'trial' } })
-        await audit(client, 'audit_log', tenantId, { actor: actor(user), action: 'auth.signup', target: { type: 'user', id: userId }, data: { sessionId: tokens.familyId } })
+        await audit(client, 'tenant_operation_log', tenantId, {
+          actor: actor(user),
+          action: 'tenant.created',
+          target: { type: 'tenant', id: tenantId },
+          data: { name, slug, plan: 'free', lifecycle: 'trial' }
+        })
+        await audit(client, 'audit_log', tenantId, {
+          actor: actor(user), action: 'auth.signup', target: { type: 'user', id: userId }, data: { sessionId: tokens.familyId }
+        })
         return envelope(tokens, user, { id: tenantId, name, slug, role: 'owner' })
       })
     },
@@ -141,10 +154,17 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
         const tokens = await startSession(client, user.id, tenant?.id ?? null, meta)
         const who = { id: user.id, email: user.email }
         if (tenant) {
-          await audit(client, 'audit_log', tenant.id, { actor: actor(who), action: 'auth.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null } })
+          await audit(client, 'audit_log', tenant.id, {
+            actor: actor(who), action: 'auth.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null }
+          })
         } else {
           await db.setContext(client, { userId: user.id, operator: true })
-          await audit(client, 'operator_audit_events', null, { actor: { type: 'operator', id: user.id, email: user.email }, action: 'operator.login', target: { type: 'session', id: tokens.familyId }, data: { ip: meta.ip ?? null } })
+          await audit(client, 'operator_audit_events', null, {
+            actor: { type: 'operator', id: user.id, email: user.email },
+            action: 'operator.login',
+            target: { type: 'session', id: tokens.familyId },
+            data: { ip: meta.ip ?? null }
+          })
         }
         if (rehash) log.info({ userId: user.id }, 'password rehashed with the current parameters')
         return { envelope: envelope(tokens, who, tenant) }
@@ -167,7 +187,12 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
           reuse = err
           if (err.tenantId) {
             await db.setContext(client, { userId: err.userId, tenantId: err.tenantId })
-            await audit(client, 'audit_log', err.tenantId, { actor: { type: 'system', id: null }, action: 'auth.refresh_reuse_detected', target: { type: 'session', id: err.familyId }, data: { userId: err.userId } })
+            await audit(client, 'audit_log', err.tenantId, {
+              actor: { type: 'system', id: null },
+              action: 'auth.refresh_reuse_detected',
+              target: { type: 'session', id: err.familyId },
+              data: { userId: err.userId }
+            })
           }
           return null
         }
@@ -183,7 +208,11 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
       await db.withTransaction(async (client) => {
         await db.setContext(client, { userId: auth.userId, tenantId: auth.tenantId })
         await sessions.revokeFamily(client, auth.userId, auth.familyId, 'logout')
-        if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.logout', target: { type: 'session', id: auth.familyId } })
+        if (auth.tenantId) {
+          await audit(client, 'audit_log', auth.tenantId, {
+            actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.logout', target: { type: 'session', id: auth.familyId }
+          })
+        }
       })
     },
 
@@ -203,7 +232,11 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
         await db.setContext(client, { userId: auth.userId, tenantId: auth.tenantId })
         const revoked = await sessions.revokeFamily(client, auth.userId, familyId, 'revoked_by_user')
         if (!revoked) throw new AppError('NOT_FOUND', 'session not found')
-        if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.session_revoked', target: { type: 'session', id: familyId } })
+        if (auth.tenantId) {
+          await audit(client, 'audit_log', auth.tenantId, {
+            actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.session_revoked', target: { type: 'session', id: familyId }
+          })
+        }
       })
     },
 
@@ -222,7 +255,14 @@ export function createAccountService ({ db, hasher, sessions, audit, log, thrott
         await throttle.verified(client, address)
         await client.query('SELECT auth_store_password_hash($1, true)', [hash])
         const revoked = await sessions.revokeAllForUser(client, auth.userId, 'password_changed', auth.familyId)
-        if (auth.tenantId) await audit(client, 'audit_log', auth.tenantId, { actor: actor({ id: auth.userId, email: auth.email }), action: 'auth.password_changed', target: { type: 'user', id: auth.userId }, data: { sessionsRevoked: revoked.length } })
+        if (auth.tenantId) {
+          await audit(client, 'audit_log', auth.tenantId, {
+            actor: actor({ id: auth.userId, email: auth.email }),
+            action: 'auth.password_changed',
+            target: { type: 'user', id: auth.userId },
+            data: { sessionsRevoked: revoked.length }
+          })
+        }
       })
     },
 
@@ -248,12 +288,15 @@ export type AccountService = ReturnType<typeof createAccountService>
  * the runtime role can neither write users nor set is_operator, and no function it may call
  * does, so an injected statement cannot make an operator.
  */
-export async function ensureOperator (owner: Queryable, hasher: PasswordHasher, email: string, password: string): Promise<'created' | 'exists'> {
+export async function ensureOperator (
+  owner: Queryable, hasher: PasswordHasher, email: string, password: string
+): Promise<'created' | 'exists'> {
   const normalised = normaliseEmail(email)
   const { rowCount: found } = await owner.query('SELECT 1 FROM users WHERE lower(email) = $1', [normalised])
   if (found) return 'exists'
   const hash = await hasher.hash(password)
   const { rowCount } = await owner.query(
-    'INSERT INTO users (email, password_hash, is_operator) VALUES ($1, $2, true) ON CONFLICT ((lower(email))) DO NOTHING', [normalised, hash])
+    'INSERT INTO users (email, password_hash, is_operator) VALUES ($1, $2, true) ON CONFLICT ((lower(email))) DO NOTHING',
+    [normalised, hash])
   return rowCount ? 'created' : 'exists'
 }

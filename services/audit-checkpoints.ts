@@ -38,7 +38,9 @@ export interface SignedCheckpoint {
   signature: string
 }
 
-export function signCheckpoint (signer: AuditSigner, head: { chain: AuditChain, tenantId: string | null, seq: number, hash: string }, issuedAt = new Date()): SignedCheckpoint {
+export function signCheckpoint (
+  signer: AuditSigner, head: { chain: AuditChain, tenantId: string | null, seq: number, hash: string }, issuedAt = new Date()
+): SignedCheckpoint {
   const claim: CheckpointClaim = { type: CHECKPOINT_TYPE, v: 1, ...head, issuedAt: issuedAt.toISOString(), keyId: signer.keyId }
   const body = canonicalJson({ ...claim })
   return { ...head, issuedAt: claim.issuedAt, keyId: signer.keyId, body, signature: signer.sign(body) }
@@ -63,7 +65,9 @@ export function openCheckpoint (signer: AuditSigner, cp: { body: string, signatu
       !Number.isSafeInteger(claim.seq) || claim.seq < 0 || typeof claim.hash !== 'string' || typeof claim.keyId !== 'string') {
     throw new CheckpointError('not a govula audit checkpoint')
   }
-  if (!signer.verify(cp.body, cp.signature, claim.keyId)) throw new CheckpointError(`checkpoint signature does not verify (key ${claim.keyId})`)
+  if (!signer.verify(cp.body, cp.signature, claim.keyId)) {
+    throw new CheckpointError(`checkpoint signature does not verify (key ${claim.keyId})`)
+  }
   return claim
 }
 
@@ -111,7 +115,9 @@ export function storedCheckpoints (client: Queryable, signer: AuditSigner, chain
  * context. A head already covered by a stored checkpoint of the same key is not stored again:
  * the scheduler can run this every few minutes without filling the table.
  */
-export async function createCheckpoints (client: Queryable, signer: AuditSigner, givenTenant: string | null, now = new Date()): Promise<SignedCheckpoint[]> {
+export async function createCheckpoints (
+  client: Queryable, signer: AuditSigner, givenTenant: string | null, now = new Date()
+): Promise<SignedCheckpoint[]> {
   const tenantId = givenTenant === null ? null : givenTenant.toLowerCase()
   const chains: readonly AuditChain[] = tenantId === null ? ['operator_audit_events'] : TENANT_CHAINS
   const out: SignedCheckpoint[] = []
@@ -123,7 +129,16 @@ export async function createCheckpoints (client: Queryable, signer: AuditSigner,
         WHERE chain = $1 AND ${tenantScope} AND seq = $3 AND hash = $4 AND key_id = $5 ORDER BY issued_at DESC LIMIT 1`,
       [chain, tenantId, head.seq, head.hash, signer.keyId])
     if (latest) {
-      out.push({ chain, tenantId, seq: head.seq, hash: head.hash, issuedAt: latest.issued_at.toISOString(), keyId: latest.key_id, body: latest.body, signature: latest.signature })
+      out.push({
+        chain,
+        tenantId,
+        seq: head.seq,
+        hash: head.hash,
+        issuedAt: latest.issued_at.toISOString(),
+        keyId: latest.key_id,
+        body: latest.body,
+        signature: latest.signature
+      })
       continue
     }
     const cp = signCheckpoint(signer, { chain, tenantId, ...head }, now)
@@ -140,7 +155,9 @@ export async function createCheckpoints (client: Queryable, signer: AuditSigner,
  * Turns checkpoints handed back by their keeper into trusted heads per chain, after checking
  * each signature and that it belongs to `tenantId`'s chains. Throws CheckpointError otherwise.
  */
-export function trustedHeads (signer: AuditSigner, givenTenant: string | null, checkpoints: Array<{ body: string, signature: string }>): Map<AuditChain, TrustedHead[]> {
+export function trustedHeads (
+  signer: AuditSigner, givenTenant: string | null, checkpoints: Array<{ body: string, signature: string }>
+): Map<AuditChain, TrustedHead[]> {
   const tenantId = givenTenant === null ? null : givenTenant.toLowerCase()
   const heads = new Map<AuditChain, TrustedHead[]>()
   for (const cp of checkpoints) {

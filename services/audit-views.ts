@@ -46,7 +46,12 @@ export function createAuditViews ({ db, signer }: { db: Database, signer: AuditS
     async checkpoint (run: TenantRun, tenantId: string) {
       if (!signer) throw unavailable()
       const checkpoints = await run(c => createCheckpoints(c, signer, tenantId))
-      return { algorithm: signer.algorithm, keyId: signer.keyId, publicKey: signer.publicKey, checkpoints: checkpoints.map(cp => ({ ...cp, tenantId })) }
+      return {
+        algorithm: signer.algorithm,
+        keyId: signer.keyId,
+        publicKey: signer.publicKey,
+        checkpoints: checkpoints.map(cp => ({ ...cp, tenantId }))
+      }
     },
 
     /** Every chain: the operator's, then each tenant's two. */

@@ -60,7 +60,9 @@ export interface AppendResult { seq: number, hash: string }
  * lock, reads the head, stamps the time, hashes and inserts (db/migrations/0003_audit.sql).
  * Matches services/audit-sink.ts's AuditSink.
  */
-export async function appendAudit (client: Queryable, chain: AuditChain, tenantId: string | null, entry: AuditEntry): Promise<AppendResult> {
+export async function appendAudit (
+  client: Queryable, chain: AuditChain, tenantId: string | null, entry: AuditEntry
+): Promise<AppendResult> {
   const { rows: [row] } = await client.query<{ seq: string, hash: string }>(
     'SELECT out_seq AS seq, out_hash AS hash FROM audit_append($1, $2, $3)',
     [chain, tenantId, canonicalJson(plainEntry(entry))])
@@ -213,7 +215,9 @@ export const DEFAULT_VERIFY_BATCH = 2000
  * what its content gives, and each signed checkpoint still matches. Stops at the first break.
  * Runs with the caller's row-level security: a chain the caller cannot see is empty.
  */
-export async function verifyChain (client: Queryable, chain: AuditChain, givenTenant: string | null, opts: VerifyOptions = {}): Promise<ChainVerification> {
+export async function verifyChain (
+  client: Queryable, chain: AuditChain, givenTenant: string | null, opts: VerifyOptions = {}
+): Promise<ChainVerification> {
   const tenantId = chainTenant(chain, givenTenant)
   const batchSize = opts.batchSize ?? DEFAULT_VERIFY_BATCH
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer')
@@ -245,7 +249,8 @@ export async function verifyChain (client: Queryable, chain: AuditChain, givenTe
         checkpointsChecked++
         if ('problem' in cp) return result(cp.seq, cp.problem)
         if (cp.hash !== row.hash) {
-          return result(cp.seq, `seq ${cp.seq} differs from the checkpoint signed${cp.issuedAt ? ' at ' + cp.issuedAt : ''}: the chain was rewritten up to here`)
+          return result(cp.seq, `seq ${cp.seq} differs from the checkpoint signed${cp.issuedAt ? ' at ' + cp.issuedAt : ''}: ` +
+            'the chain was rewritten up to here')
         }
       }
       head = { seq: row.seq, hash: row.hash }
@@ -261,7 +266,8 @@ export async function verifyChain (client: Queryable, chain: AuditChain, givenTe
   if (beyond) {
     checkpointsChecked++
     if ('problem' in beyond) return result(beyond.seq, beyond.problem)
-    return result(head.seq + 1, `the chain ends at seq ${head.seq} but a checkpoint${beyond.issuedAt ? ' signed at ' + beyond.issuedAt : ''} covers seq ${beyond.seq}: its tail was truncated`)
+    return result(head.seq + 1, `the chain ends at seq ${head.seq} but a checkpoint` +
+      `${beyond.issuedAt ? ' signed at ' + beyond.issuedAt : ''} covers seq ${beyond.seq}: its tail was truncated`)
   }
   return result(null, null)
 }
@@ -285,7 +291,8 @@ export async function * allChains (client: Queryable): AsyncGenerator<{ chain: A
   // rows were all deleted still shows up (and fails against its checkpoints).
   let after: string | null = null
   for (;;) {
-    const result: { rows: Array<{ t: string | null }> } = await client.query(after === null ? FIRST_TENANT : NEXT_TENANT, after === null ? [] : [after])
+    const result: { rows: Array<{ t: string | null }> } =
+      await client.query(after === null ? FIRST_TENANT : NEXT_TENANT, after === null ? [] : [after])
     const tenantId = result.rows[0]?.t
     if (!tenantId) return
     for (const chain of TENANT_CHAINS) yield { chain, tenantId }

@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events'
 import type { Database, Queryable, TenantRun } from '../infra/database.js'
 
-export const FEATURES = ['recording_mode', 'audit_export', 'seats', 'api_requests_per_minute', 'recording_events_per_minute', 'recording_retention_days'] as const
+export const FEATURES = [
+  'recording_mode', 'audit_export', 'seats', 'api_requests_per_minute', 'recording_events_per_minute', 'recording_retention_days'
+] as const
 export type FeatureKey = typeof FEATURES[number]
 export const BOOLEAN_FEATURES: ReadonlySet<string> = new Set(['recording_mode', 'audit_export'])
 
@@ -61,7 +63,9 @@ export async function loadTenantState (client: Queryable, tenantId: string): Pro
     trialEndsAt: num(r.trial_ends_at),
     graceEndsAt: num(r.grace_ends_at),
     planFeatures: r.plan_features ?? {},
-    contract: r.contract ? { features: r.contract.features, startsAt: Number(r.contract.startsAt), endsAt: Number(r.contract.endsAt) } : null
+    contract: r.contract
+      ? { features: r.contract.features, startsAt: Number(r.contract.startsAt), endsAt: Number(r.contract.endsAt) }
+      : null
   }
 }
 
@@ -102,14 +106,27 @@ export function decide (state: TenantState, feature: string, now: number, graceM
     until = Math.min(until, c.endsAt)
     const value = c.features[feature]
     decision = isBoolean
-      ? { allowed: value === true, limit: null, source: 'contract', reason: `${value === true ? 'granted' : 'withheld'} by contract until ${new Date(c.endsAt).toISOString()}` }
-      : { allowed: value === null || Number(value) > 0, limit: value === null ? null : Number(value), source: 'contract', reason: `set by contract until ${new Date(c.endsAt).toISOString()}` }
+      ? {
+          allowed: value === true,
+          limit: null,
+          source: 'contract',
+          reason: `${value === true ? 'granted' : 'withheld'} by contract until ${new Date(c.endsAt).toISOString()}`
+        }
+      : {
+          allowed: value === null || Number(value) > 0,
+          limit: value === null ? null : Number(value),
+          source: 'contract',
+          reason: `set by contract until ${new Date(c.endsAt).toISOString()}`
+        }
   } else {
     if (c && now < c.startsAt) until = Math.min(until, c.startsAt)
     const p = state.planFeatures[feature]
     if (!p) decision = { allowed: false, limit: isBoolean ? null : 0, source: 'plan', reason: `not included in plan ${state.plan}` }
-    else if (isBoolean) decision = { allowed: p.enabled, limit: null, source: 'plan', reason: `${p.enabled ? 'included in' : 'not included in'} plan ${state.plan}` }
-    else {
+    else if (isBoolean) {
+      decision = {
+        allowed: p.enabled, limit: null, source: 'plan', reason: `${p.enabled ? 'included in' : 'not included in'} plan ${state.plan}`
+      }
+    } else {
       const limit = p.limit === null ? null : Number(p.limit)
       decision = { allowed: p.enabled && (limit === null || limit > 0), limit, source: 'plan', reason: `plan ${state.plan}` }
     }
@@ -118,7 +135,8 @@ export function decide (state: TenantState, feature: string, now: number, graceM
   // The lifecycle narrows what the base grants (docs/entitlements.md).
   if (lifecycle === 'suspended' && ['recording_mode', 'seats', 'recording_events_per_minute'].includes(feature)) {
     decision = { allowed: false, limit: isBoolean ? null : 0, source: 'lifecycle', reason: 'tenant is suspended: read-only' }
-  } else if (lifecycle === 'cancelled' && feature !== 'audit_export' && feature !== 'api_requests_per_minute' && feature !== 'recording_retention_days') {
+  } else if (lifecycle === 'cancelled' && feature !== 'audit_export' && feature !== 'api_requests_per_minute' &&
+    feature !== 'recording_retention_days') {
     decision = { allowed: false, limit: isBoolean ? null : 0, source: 'lifecycle', reason: 'tenant is cancelled: export only' }
   } else if (lifecycle === 'cancelled' && feature === 'audit_export') {
     decision = { allowed: true, limit: null, source: 'lifecycle', reason: 'tenant is cancelled: export stays available' }

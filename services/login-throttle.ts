@@ -65,7 +65,9 @@ function refused (retryAfterS: number): AppError {
     { headers: { 'retry-after': String(retryAfterS) } })
 }
 
-export function createLoginThrottle (policy: ThrottlePolicy, sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms))) {
+export function createLoginThrottle (
+  policy: ThrottlePolicy, sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms))
+) {
   return {
     /**
      * Counts one attempt on `email` (normalised) from `client` before the password is checked,
@@ -78,7 +80,8 @@ export function createLoginThrottle (policy: ThrottlePolicy, sleep = (ms: number
       // The hash comes out only with the service's proof for this email, client and limits.
       const proof = db.context.credentialProof({ email, client, ...limits })
       const { rows: [row] } = await db.query<AttemptRow>(
-        'SELECT * FROM auth_credential_attempt($1, $2, $3, $4, $5)', [proof, email, client, limits.maxFailuresPerClient, limits.maxFailuresPerAccount])
+        'SELECT * FROM auth_credential_attempt($1, $2, $3, $4, $5)',
+        [proof, email, client, limits.maxFailuresPerClient, limits.maxFailuresPerAccount])
       if (row!.verdict === 'refused') throw refused(row!.retry_after_s ?? 1)
       if (row!.verdict === 'slowed' && policy.ceilingDelayMs > 0) await sleep(policy.ceilingDelayMs)
       return row!.user_id ? row as CredentialRow : null

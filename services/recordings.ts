@@ -64,14 +64,17 @@ export function prepareBatch (events: readonly RecordingEventInput[], limits: Ba
     // UTF-8 takes at least one byte per UTF-16 unit and at most three: most payloads are
     // decided without counting bytes.
     const bytes = payload.length * 3 <= maxPayloadBytes ? 0 : Buffer.byteLength(payload)
-    if (bytes > maxPayloadBytes) problems.push({ index: i, field: 'payload', message: `is ${bytes} bytes as JSON; the limit is ${maxPayloadBytes}` })
+    if (bytes > maxPayloadBytes) {
+      problems.push({ index: i, field: 'payload', message: `is ${bytes} bytes as JSON; the limit is ${maxPayloadBytes}` })
+    }
     const at = Date.parse(e.occurredAt)
     if (!Number.isFinite(at) || at < 0 || at > now + maxFutureMs) {
       problems.push({ index: i, field: 'occurredAt', message: 'must be a time between 1970 and one day ahead of the server clock' })
       continue
     }
     // toISOString keeps milliseconds: the stored precision (0005_recordings.sql says why).
-    rows.push(`{"id":${JSON.stringify(e.id)},"recording_id":${JSON.stringify(e.recordingId)},"type":${type},"occurred_at":"${new Date(at).toISOString()}","payload":${payload}}`)
+    rows.push(`{"id":${JSON.stringify(e.id)},"recording_id":${JSON.stringify(e.recordingId)},"type":${type},` +
+      `"occurred_at":"${new Date(at).toISOString()}","payload":${payload}}`)
   }
   if (problems.length) return { ok: false, problems }
   return { ok: true, count: events.length, document: `[${rows.join(',')}]` }
@@ -117,7 +120,8 @@ export function createRecordingService ({ db, slots }: { db: Database, slots?: T
       if (!isUuid(tenantId)) throw new TypeError('store: tenantId must be a UUID')
       const release = await slots?.take(tenantId)
       try {
-        const { rows: [row] } = await db.query<{ stored: number }>('SELECT recording_events_ingest($1, $2) AS stored', [db.context.sign({ tenantId }), batch.document])
+        const { rows: [row] } = await db.query<{ stored: number }>(
+          'SELECT recording_events_ingest($1, $2) AS stored', [db.context.sign({ tenantId }), batch.document])
         const accepted = row!.stored
         return { accepted, duplicates: batch.count - accepted }
       } finally {
@@ -131,16 +135,22 @@ export function createRecordingService ({ db, slots }: { db: Database, slots?: T
       const { rows } = await run(c => after
         ? c.query(LIST_AFTER_SQL, [tenantId, limit + 1, new Date(after.at), after.key])
         : c.query(LIST_FIRST_SQL, [tenantId, limit + 1]))
-      const recordings: RecordingSummary[] = rows.slice(0, limit).map(r => ({ recordingId: r.recording_id, events: Number(r.events), firstAt: r.first_at, lastAt: r.last_at }))
+      const recordings: RecordingSummary[] = rows.slice(0, limit).map(r => ({
+        recordingId: r.recording_id, events: Number(r.events), firstAt: r.first_at, lastAt: r.last_at
+      }))
       const last = recordings[recordings.length - 1]
-      return { recordings, nextCursor: rows.length > limit && last ? encodeCursor({ at: last.lastAt.getTime(), key: last.recordingId }) : null }
+      return {
+        recordings, nextCursor: rows.length > limit && last ? encodeCursor({ at: last.lastAt.getTime(), key: last.recordingId }) : null
+      }
     },
 
     /**
      * One recording's events in (occurredAt, id) order. null when the tenant has no such
      * recording: another tenant's is invisible under row-level security, so it is "not found".
      */
-    async events (tenantId: string, recordingId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }, run = own(tenantId)) {
+    async events (
+      tenantId: string, recordingId: string, { limit, cursor }: { limit: number, cursor?: string | undefined }, run = own(tenantId)
+    ) {
       const after = cursor ? decodeCursor(cursor) : null
       if (after && !isUuid(after.key)) throw new InvalidCursorError('is not a cursor of this recording\'s events')
       return run(async (c: Queryable) => {
@@ -149,10 +159,13 @@ export function createRecordingService ({ db, slots }: { db: Database, slots?: T
           : await c.query(EVENTS_FIRST_SQL, [tenantId, recordingId, limit + 1])
         if (rows.length === 0) {
           // An empty page past the end of a recording is a page; of no recording, a 404.
-          const { rows: [hit] } = await c.query('SELECT 1 FROM recording_events WHERE tenant_id = $1 AND recording_id = $2 LIMIT 1', [tenantId, recordingId])
+          const { rows: [hit] } = await c.query(
+            'SELECT 1 FROM recording_events WHERE tenant_id = $1 AND recording_id = $2 LIMIT 1', [tenantId, recordingId])
           if (!hit) return null
         }
-        const events: RecordingEvent[] = rows.slice(0, limit).map(r => ({ id: r.id, recordingId: r.recording_id, type: r.type, occurredAt: r.occurred_at, payload: r.payload }))
+        const events: RecordingEvent[] = rows.slice(0, limit).map(r => ({
+          id: r.id, recordingId: r.recording_id, type: r.type, occurredAt: r.occurred_at, payload: r.payload
+        }))
         const last = events[events.length - 1]
         return { events, nextCursor: rows.length > limit && last ? encodeCursor({ at: last.occurredAt.getTime(), key: last.id }) : null }
       })

@@ -20,10 +20,18 @@ export interface AuthContext {
 }
 
 /** A row of auth_resolve_access(). */
-interface AccessRow { session_id: string, family_id: string, user_id: string, email: string, is_operator: boolean, tenant_id: string | null, role: Role | null }
+interface AccessRow {
+  session_id: string, family_id: string, user_id: string, email: string, is_operator: boolean, tenant_id: string | null, role: Role | null
+}
 
 const toAuthContext = (row: AccessRow): AuthContext => ({
-  sessionId: row.session_id, familyId: row.family_id, userId: row.user_id, email: row.email, isOperator: row.is_operator, tenantId: row.tenant_id, role: row.role
+  sessionId: row.session_id,
+  familyId: row.family_id,
+  userId: row.user_id,
+  email: row.email,
+  isOperator: row.is_operator,
+  tenantId: row.tenant_id,
+  role: row.role
 })
 
 export interface SessionPolicy {
@@ -107,7 +115,8 @@ export interface SessionPosition { startedUs: string, id: string }
 // Opaque to clients (they pass nextCursor back as they got it); base64url keeps it URL-safe.
 const encodeSessionCursor = (p: SessionPosition) => Buffer.from(`${p.startedUs}~${p.id}`).toString('base64url')
 export function decodeSessionCursor (cursor: string): SessionPosition {
-  const match = /^(\d{1,18})~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  const decoded = Buffer.from(cursor, 'base64url').toString()
+  const match = /^(\d{1,18})~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(decoded)
   if (!match) {
     const message = 'is not a cursor this service issued'
     throw new AppError('VALIDATION_FAILED', `querystring.cursor ${message}`, { errors: [{ field: 'querystring.cursor', message }] })
@@ -164,7 +173,8 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
        VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), now() + $9::interval,
          coalesce($10, now() + make_interval(secs => $11)), $12, $13)`,
       [id, row.familyId, row.parentId, row.userId, row.tenantId, hashToken(accessToken), hashToken(refreshToken),
-        policy.accessTtlS, idle, row.absoluteExpiresAt, policy.refreshTtlS, storableIp(row.meta.ip), row.meta.userAgent?.slice(0, 512) ?? null])
+        policy.accessTtlS, idle, row.absoluteExpiresAt, policy.refreshTtlS, storableIp(row.meta.ip),
+        row.meta.userAgent?.slice(0, 512) ?? null])
     return { accessToken, refreshToken, expiresIn: policy.accessTtlS, familyId: row.familyId, rowId: id }
   }
 
@@ -247,7 +257,8 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
       const select = `SELECT s.id, s.family_id, s.user_id, s.tenant_id, s.absolute_expires_at, s.successor_id, s.grace_payload,
               s.revoked_at IS NOT NULL AS revoked,
               (s.absolute_expires_at > now() AND s.idle_expires_at > now() AND u.disabled_at IS NULL
-                AND (s.tenant_id IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = s.tenant_id AND m.user_id = s.user_id))) AS live,
+                AND (s.tenant_id IS NULL
+                     OR EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = s.tenant_id AND m.user_id = s.user_id))) AS live,
               s.rotated_at IS NOT NULL AS spent,
               s.absolute_expires_at <= now() AS ended,
               coalesce(s.rotated_at > now() - make_interval(secs => $2), false) AS within_grace
@@ -281,7 +292,13 @@ export function createSessionService ({ db, policy }: { db: Database, policy: Se
           token = next.refreshToken
           if (!succ.spent) {
             return {
-              tokens: { accessToken: next.accessToken, refreshToken: next.refreshToken, expiresIn: policy.accessTtlS, familyId: succ.family_id, rowId: succ.id },
+              tokens: {
+                accessToken: next.accessToken,
+                refreshToken: next.refreshToken,
+                expiresIn: policy.accessTtlS,
+                familyId: succ.family_id,
+                rowId: succ.id
+              },
               userId,
               tenantId: succ.tenant_id
             }

@@ -13,7 +13,8 @@ export interface Contract { tenantId: string, features: Record<string, unknown>,
 
 const TENANT_COLUMNS = 'id, name, slug, plan, lifecycle'
 
-const invalid = (field: string, message: string) => new AppError('VALIDATION_FAILED', `${field} ${message}`, { errors: [{ field, message }] })
+const invalid = (field: string, message: string) =>
+  new AppError('VALIDATION_FAILED', `${field} ${message}`, { errors: [{ field, message }] })
 
 // The schema's date-time also takes years 0000–1969 and offsets up to ±23:59; Postgres refuses
 // year 0 and offsets beyond ±15:59 (a 500). A contract's dates are instants: sent to Postgres
@@ -95,7 +96,8 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
 
     setPlan (operator: AuthContext, tenantId: string, plan: string) {
       return change(operatorActor(operator), tenantId, 'entitlement.changed', async (client, before) => {
-        const { rows: [after] } = await client.query<TenantRow>(`UPDATE tenants SET plan = $2 WHERE id = $1 RETURNING ${TENANT_COLUMNS}`, [tenantId, plan])
+        const { rows: [after] } = await client.query<TenantRow>(
+          `UPDATE tenants SET plan = $2 WHERE id = $1 RETURNING ${TENANT_COLUMNS}`, [tenantId, plan])
         return { result: after!, action: 'tenant.plan_changed', data: { before: { plan: before.plan }, after: { plan } } }
       })
     },
@@ -105,10 +107,12 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
       const endsAt = contractTime(input.endsAt, 'endsAt')
       if (!(Date.parse(endsAt) > Date.parse(startsAt))) throw invalid('body.endsAt', 'must be after startsAt')
       return change(operatorActor(operator), tenantId, 'contract.changed', async (client) => {
-        const { rows: [previous] } = await client.query('SELECT features, starts_at, ends_at FROM tenant_contracts WHERE tenant_id = $1', [tenantId])
+        const { rows: [previous] } = await client.query(
+          'SELECT features, starts_at, ends_at FROM tenant_contracts WHERE tenant_id = $1', [tenantId])
         const { rows: [contract] } = await client.query<Contract>(
           `INSERT INTO tenant_contracts (tenant_id, features, starts_at, ends_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (tenant_id) DO UPDATE SET features = excluded.features, starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
+           ON CONFLICT (tenant_id) DO UPDATE
+             SET features = excluded.features, starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
            RETURNING tenant_id AS "tenantId", features, starts_at AS "startsAt", ends_at AS "endsAt"`,
           [tenantId, JSON.stringify(input.features), startsAt, endsAt])
         return { result: contract!, action: 'tenant.contract_set', data: { before: previous ?? null, after: input } }
@@ -117,7 +121,8 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
 
     deleteContract (operator: AuthContext, tenantId: string) {
       return change(operatorActor(operator), tenantId, 'contract.changed', async (client) => {
-        const { rows: [previous] } = await client.query('DELETE FROM tenant_contracts WHERE tenant_id = $1 RETURNING features, starts_at, ends_at', [tenantId])
+        const { rows: [previous] } = await client.query(
+          'DELETE FROM tenant_contracts WHERE tenant_id = $1 RETURNING features, starts_at, ends_at', [tenantId])
         if (!previous) throw notFound('contract')
         return { result: undefined, action: 'tenant.contract_removed', data: { before: previous, after: null } }
       })
@@ -153,7 +158,8 @@ export function createTenantAdmin ({ db, audit, engine, originToken, graceMs, lo
             done.gracesEnded++
           } else {
             await change(SYSTEM, id, 'contract.changed', async (client) => {
-              const { rows: [ended] } = await client.query('DELETE FROM tenant_contracts WHERE tenant_id = $1 AND ends_at <= now() RETURNING features, starts_at, ends_at', [id])
+              const { rows: [ended] } = await client.query(
+                'DELETE FROM tenant_contracts WHERE tenant_id = $1 AND ends_at <= now() RETURNING features, starts_at, ends_at', [id])
               return { result: undefined, action: 'tenant.contract_ended', data: { before: ended ?? null, after: null } }
             })
             done.contractsEnded++

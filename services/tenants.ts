@@ -41,7 +41,8 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
   async function memberOf (client: Queryable, tenantId: string, userId: string) {
     if (!isUuid(userId)) throw notFound('member')
     const { rows: [m] } = await client.query<Member>(
-      'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2 FOR UPDATE OF m',
+      'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id ' +
+        'WHERE m.tenant_id = $1 AND m.user_id = $2 FOR UPDATE OF m',
       [tenantId, userId])
     if (!m) throw notFound('member')
     return m
@@ -51,7 +52,8 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
     // Taken first, in one order, by every role change and removal: two of them on one tenant
     // queue here instead of deadlocking on each other's rows (two owners removing each other),
     // and neither passes the last-owner check on a count the other is about to change.
-    const { rows } = await client.query("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE", [tenantId])
+    const { rows } = await client.query(
+      "SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE", [tenantId])
     return rows.length
   }
 
@@ -84,16 +86,20 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
         // take the last seat.
         await lockOwners(client, tenantId)
         if (seats.limit !== null) {
-          const { rows: [row] } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1', [tenantId])
+          const { rows: [row] } = await client.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1', [tenantId])
           if (row!.n >= seats.limit) throw new AppError('ENTITLEMENT_DENIED', `seats: all ${seats.limit} seats of the plan are taken`)
         }
         // Not a member yet, so not visible to this tenant: one exact email, through the owner's function.
-        const { rows: [user] } = await client.query<{ id: string, email: string }>('SELECT id, email FROM auth_user_by_email($1)', [normaliseEmail(email)])
+        const { rows: [user] } = await client.query<{ id: string, email: string }>(
+          'SELECT id, email FROM auth_user_by_email($1)', [normaliseEmail(email)])
         if (!user) throw notFound('user')
         const { rowCount } = await client.query(
           'INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, user.id, role])
         if (!rowCount) throw new AppError('CONFLICT', 'this user is already a member')
-        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.added', target: { type: 'user', id: user.id }, data: { email: user.email, role } })
+        await audit(client, 'audit_log', tenantId, {
+          actor: actor(auth), action: 'member.added', target: { type: 'user', id: user.id }, data: { email: user.email, role }
+        })
         return { userId: user.id, email: user.email, role }
       })
     },
@@ -108,7 +114,9 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
           throw new AppError('CONFLICT', 'the last owner cannot be demoted; make someone else owner first')
         }
         await client.query('UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId, role])
-        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.role_changed', target: { type: 'user', id: userId }, data: { from: member.role, to: role } })
+        await audit(client, 'audit_log', tenantId, {
+          actor: actor(auth), action: 'member.role_changed', target: { type: 'user', id: userId }, data: { from: member.role, to: role }
+        })
         return { ...member, role }
       })
     },
@@ -125,8 +133,16 @@ export function createTenantService ({ db, audit, entitlements }: TenantServiceD
         }
         await client.query('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId])
         // Their sessions in this tenant end now, not at their next refresh.
-        await client.query("UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'membership_removed' WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL", [tenantId, userId])
-        await audit(client, 'audit_log', tenantId, { actor: actor(auth), action: 'member.removed', target: { type: 'user', id: userId }, data: { email: member.email, role: member.role } })
+        await client.query(
+          "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'membership_removed' " +
+            'WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL',
+          [tenantId, userId])
+        await audit(client, 'audit_log', tenantId, {
+          actor: actor(auth),
+          action: 'member.removed',
+          target: { type: 'user', id: userId },
+          data: { email: member.email, role: member.role }
+        })
       })
     }
   }

@@ -40,7 +40,9 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   // Stricter per-IP limits on the credential routes (with a strict per-process fallback when
   // Redis is down). Login and the current password are also limited per (account, client) and
   // per account, in Postgres (services/login-throttle.ts).
-  const perIp = { max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS, strictFallbackMax: config.AUTH_RATE_LIMIT_FALLBACK_MAX }
+  const perIp = {
+    max: config.AUTH_RATE_LIMIT_MAX, timeWindow: config.AUTH_RATE_LIMIT_WINDOW_MS, strictFallbackMax: config.AUTH_RATE_LIMIT_FALLBACK_MAX
+  }
 
   fastify.post('/api/v1/auth/signup', {
     config: { auth: false, rateLimit: perIp },

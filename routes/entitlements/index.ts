@@ -26,7 +26,9 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/v1/entitlements/check', {
     schema: { tags: ['entitlements'], querystring: Type.Object({ feature: Feature }, strict), response: { 200: Check } }
-  }, async (request) => ({ feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature, request.withTenant) }))
+  }, async (request) => ({
+    feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature, request.withTenant)
+  }))
 
   // A POST for its body only: it changes nothing, so it goes on in every lifecycle.
   fastify.post('/api/v1/entitlements/check', {
@@ -37,7 +39,9 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Object({ results: Type.Array(Check) }) }
     }
   }, async (request) => ({
-    results: await Promise.all(request.body.features.map(async feature => ({ feature, ...await engine.check(request.tenant!.id, feature, request.withTenant) })))
+    results: await Promise.all(request.body.features.map(async feature => ({
+      feature, ...await engine.check(request.tenant!.id, feature, request.withTenant)
+    })))
   }))
 }
 

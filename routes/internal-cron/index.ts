@@ -39,7 +39,9 @@ const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
       await cronSecretLimit.failed(request, reply)
       throw new AppError('AUTH_INVALID_TOKEN', 'the cron secret is not valid')
     }
-    if (!jobRunner.has(request.params.job)) throw new AppError('NOT_FOUND', `no job named ${request.params.job}; jobs: ${jobRunner.names().join(', ')}`)
+    if (!jobRunner.has(request.params.job)) {
+      throw new AppError('NOT_FOUND', `no job named ${request.params.job}; jobs: ${jobRunner.names().join(', ')}`)
+    }
     return jobRunner.run(request.params.job, 'cron')
   })
 }

@@ -44,7 +44,9 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['operator'],
       params: Params,
-      body: Type.Object({ features: ContractFeatures, startsAt: Type.String({ format: 'date-time' }), endsAt: Type.String({ format: 'date-time' }) }, strict),
+      body: Type.Object({
+        features: ContractFeatures, startsAt: Type.String({ format: 'date-time' }), endsAt: Type.String({ format: 'date-time' })
+      }, strict),
       response: { 200: Contract }
     }
   }, async (request) => admin.putContract(request.auth!, request.params.id, request.body))

@@ -13,7 +13,9 @@ const CANDIDATES = ['../../public/recorder.js', '../../../public/recorder.js'].m
 const recorder: FastifyPluginAsync = async (fastify) => {
   const file = CANDIDATES.find(p => existsSync(p))
   // A missing asset is a broken build: fail the boot, as a missing migration would.
-  if (!file) throw new Error(`public/recorder.js not found (looked in ${CANDIDATES.join(', ')}): the build must copy public/ to dist/public`)
+  if (!file) {
+    throw new Error(`public/recorder.js not found (looked in ${CANDIDATES.join(', ')}): the build must copy public/ to dist/public`)
+  }
   const body = await readFile(file)
   const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`
 

@@ -21,7 +21,9 @@ const Event = Type.Object({
 
 function invalidCursor (err: unknown): never {
   if (err instanceof InvalidCursorError) {
-    throw new AppError('VALIDATION_FAILED', `querystring.cursor ${err.message}`, { errors: [{ field: 'querystring.cursor', message: err.message }] })
+    throw new AppError('VALIDATION_FAILED', `querystring.cursor ${err.message}`, {
+      errors: [{ field: 'querystring.cursor', message: err.message }]
+    })
   }
   throw err
 }
@@ -49,7 +51,10 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
           recordingId: RecordingId,
           type: Type.String({ minLength: 1, maxLength: 100 }),
           occurredAt: Type.String({ format: 'date-time' }),
-          payload: Type.Unsafe<Record<string, unknown>>({ type: 'object', description: `any JSON object, at most RECORDING_MAX_PAYLOAD_BYTES (${config.RECORDING_MAX_PAYLOAD_BYTES}) bytes as JSON` })
+          payload: Type.Unsafe<Record<string, unknown>>({
+            type: 'object',
+            description: `any JSON object, at most RECORDING_MAX_PAYLOAD_BYTES (${config.RECORDING_MAX_PAYLOAD_BYTES}) bytes as JSON`
+          })
         }, strict), { minItems: 1, maxItems: config.RECORDING_MAX_BATCH_EVENTS })
       }, strict),
       response: { 202: Type.Object({ accepted: Type.Integer(), duplicates: Type.Integer() }) }
@@ -74,10 +79,13 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
       const windows = request.rateLimitWindows ?? (request.rateLimitWindows = [])
       windows.push({ policy: 'recording-events', limit, remaining: outcome.remaining, resetS: outcome.resetS, windowS: budget.windowS })
       if (!outcome.ok && outcome.tooLarge) {
-        throw new AppError('PAYLOAD_TOO_LARGE', `a batch of ${events.length} events exceeds this tenant's limit of ${limit} recording events per minute; send smaller batches`)
+        throw new AppError('PAYLOAD_TOO_LARGE',
+          `a batch of ${events.length} events exceeds this tenant's limit of ${limit} recording events per minute; send smaller batches`)
       }
       if (!outcome.ok) {
-        throw new AppError('RATE_LIMITED', `the limit of ${limit} recording events per minute is spent (${outcome.remaining} left, this batch has ${events.length}); retry in ${outcome.resetS} s`,
+        throw new AppError('RATE_LIMITED',
+          `the limit of ${limit} recording events per minute is spent ` +
+            `(${outcome.remaining} left, this batch has ${events.length}); retry in ${outcome.resetS} s`,
           { headers: { 'retry-after': String(outcome.resetS) } })
       }
       admitted = outcome
@@ -118,7 +126,8 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Object({ events: Type.Array(Event), nextCursor: NextCursor }) }
     }
   }, async (request) => {
-    const page = await service.events(request.tenant!.id, request.params.recordingId, request.query, request.withTenant).catch(invalidCursor)
+    const page = await service.events(request.tenant!.id, request.params.recordingId, request.query, request.withTenant)
+      .catch(invalidCursor)
     if (!page) throw new AppError('NOT_FOUND', `recording ${request.params.recordingId} not found`)
     return page
   })

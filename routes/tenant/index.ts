@@ -14,7 +14,9 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['tenant'],
       response: {
-        200: Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Type.String(), createdAt: DateTime })
+        200: Type.Object({
+          id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Type.String(), createdAt: DateTime
+        })
       }
     }
   }, async (request) => tenants.get(request.tenant!.id, request.withTenant, request.tenantRead))
