@@ -79,9 +79,10 @@ export default fp(async (fastify) => {
     skipOnError: true,
     keyGenerator: (request) => limiterKey('ip', normalizeIP(request.ip)),
     ...(RedisStore ? { store: RedisStore } : {}),
-    errorResponseBuilder: (_request, context) =>
-      new AppError('RATE_LIMITED',
-        `rate limit of ${context.max} requests per ${context.after} exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`)
+    // The window is the route's (context.after is the time left, not the window).
+    errorResponseBuilder: (request, context) =>
+      new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per ${Math.round(ipWindowMs(request) / 1000)} s exceeded; ` +
+        `retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
 
   // Both take their maximum from request.tenantBudget, read once per request below.
@@ -95,6 +96,11 @@ export default fp(async (fastify) => {
     max: (request) => userShareOf(request.tenantBudget),
     timeWindow: TENANT_WINDOW_MS
   })
+  /** The per-IP window of the request's route: its own, or RATE_LIMIT_WINDOW. */
+  function ipWindowMs (request: FastifyRequest): number {
+    const perIp = request.routeOptions.config.rateLimit
+    return typeof perIp === 'object' && typeof perIp.timeWindow === 'number' ? perIp.timeWindow : config.RATE_LIMIT_WINDOW
+  }
   /** A counted window in the shape @fastify/rate-limit reports it. */
   const windowResult = ({ current, ttl }: { current: number, ttl: number }, max: number) => ({
     isAllowed: false as const,
@@ -182,7 +188,10 @@ export default fp(async (fastify) => {
     if (!request.tenant || request.routeOptions.config.tenantRateLimit === false) return
     const d = await entitlements.check(request.tenant.id, 'api_requests_per_minute', request.withTenant)
     const budget = request.tenantBudget = d.allowed ? d.limit ?? UNLIMITED : 0
-    if (budget === 0 || budget === UNLIMITED || config.TENANT_RATE_LIMIT_USER_SHARE === 100) {
+    // Nothing to count, and no window to report (a quota of 2^53 - 1 is no Structured Field
+    // integer, which has 15 digits at most).
+    if (budget === UNLIMITED) return
+    if (budget === 0 || config.TENANT_RATE_LIMIT_USER_SHARE === 100) {
       await enforce(reply, 'tenant', await tenantLimit(request))
       return
     }
@@ -217,8 +226,7 @@ export default fp(async (fastify) => {
     const limit = reply.getHeader('x-ratelimit-limit')
     if (limit !== undefined) {
       const resetS = Number(reply.getHeader('x-ratelimit-reset') ?? 0)
-      const perIp = request.routeOptions.config.rateLimit
-      const windowMs = typeof perIp === 'object' && typeof perIp.timeWindow === 'number' ? perIp.timeWindow : config.RATE_LIMIT_WINDOW
+      const windowMs = ipWindowMs(request)
       windows.push({
         policy: 'ip',
         limit: Number(limit),
