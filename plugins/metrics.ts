@@ -40,6 +40,11 @@ export default fp(async (fastify) => {
   if (!config.METRICS_ENABLED) return
 
   collectDefaultMetrics({ register: registry })
+  // prom-client names three gauges _total, which Prometheus's linter (promtool) refuses; the same
+  // counts stay exported by type (nodejs_active_handles{type}, …).
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name)
+  }
   const duration = new Histogram({
     name: 'govula_http_request_duration_seconds',
     help: 'HTTP request duration by route and status',
@@ -58,37 +63,57 @@ export default fp(async (fastify) => {
     done()
   })
 
-  const gauge = (name: string, help: string, read: () => number | undefined, labelNames: string[] = []) =>
-    new Gauge({ name, help, labelNames, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+  // Values kept by other plugins, read at scrape time. A gauge is what goes up and down; a count
+  // that only grows is a counter (its name ends in _total), set to the running total it reads.
+  const gauge = (name: string, help: string, read: () => number | undefined) =>
+    new Gauge({ name, help, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+  const counter = (name: string, help: string, read: () => number | undefined) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect () {
+        const v = read()
+        if (v === undefined) return
+        this.reset()
+        this.inc(v)
+      }
+    })
   const pool = () => fastify.db.pool
+  // Connections by state (their sum is the pool's size now), and apart from them the clients
+  // waiting for one, which are not connections.
   registry.registerMetric(new Gauge({
     name: 'govula_db_pool_connections',
-    help: 'Pool connections by state',
+    help: 'Pool connections by state: checked out (active) or idle',
     labelNames: ['state'],
     registers: [],
     collect () {
-      this.set({ state: 'total' }, pool().totalCount)
+      this.set({ state: 'active' }, pool().totalCount - pool().idleCount)
       this.set({ state: 'idle' }, pool().idleCount)
-      this.set({ state: 'waiting' }, pool().waitingCount)
     }
   }))
+  gauge('govula_db_pool_waiting_clients', 'Checkouts waiting for a pool connection', () => pool().waitingCount)
   gauge('govula_db_pool_max', 'Pool size (DB_MAX_CONNECTIONS)', () => config.DB_MAX_CONNECTIONS)
-  // Counters kept by the engine and the limiter, exported as their running totals.
-  gauge('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
-  gauge('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache', () => fastify.entitlements?.stats.misses)
-  gauge('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events',
+  counter('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
+  counter('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache', () => fastify.entitlements?.stats.misses)
+  counter('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events',
     () => fastify.entitlements?.stats.invalidations)
-  gauge('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)',
+  counter('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)',
     () => fastify.entitlements?.stats.loads)
-  gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up (absent when broadcast is off)',
-    () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
-  gauge('govula_entitlement_broadcast_reconnects_total', 'LISTEN reconnections', () => fastify.entitlementBroadcast?.reconnects)
-  gauge('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer',
-    () => fastify.limiterHealth?.failOpens)
-  gauge('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback',
-    () => fastify.limiterHealth?.fallbacks)
-  gauge('govula_redis_up', '1 while Redis answers the limiter (absent without REDIS_URL)',
-    () => config.REDIS_URL ? Number(fastify.limiterHealth?.redisUp) : undefined)
+  // A feature that is off exports nothing about itself: an alert on "connected 0" or "redis up 0"
+  // would fire on every deployment that does not use it.
+  if (config.ENTITLEMENT_BROADCAST_ENABLED) {
+    gauge('govula_entitlement_broadcast_connected', '1 while the LISTEN connection is up',
+      () => fastify.entitlementBroadcast ? Number(fastify.entitlementBroadcast.connected) : undefined)
+    counter('govula_entitlement_broadcast_reconnects_total', 'LISTEN reconnections', () => fastify.entitlementBroadcast?.reconnects)
+  }
+  if (config.REDIS_URL) {
+    gauge('govula_redis_up', '1 while Redis answers the limiter', () => Number(fastify.limiterHealth?.redisUp))
+    counter('govula_rate_limit_fail_opens_total', 'Limiter decisions let through because Redis could not answer',
+      () => fastify.limiterHealth?.failOpens)
+    counter('govula_rate_limit_fallbacks_total', 'Credential-route decisions taken by the strict local fallback',
+      () => fastify.limiterHealth?.fallbacks)
+  }
   gauge('govula_ready', '1 while readiness passes', () => Number(fastify.readiness.ready()))
 
   const scrape = async () => ({ contentType: registry.contentType, body: await registry.metrics() })

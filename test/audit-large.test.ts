@@ -6,7 +6,7 @@ import pg from 'pg'
 import { appendAudit, verifyChain } from '../services/audit.js'
 import { createCheckpoints, storedCheckpoints } from '../services/audit-checkpoints.js'
 import { createAuditSigner } from '../infra/audit-signer.js'
-import { createTestDatabase, runtimeDatabase } from './helper.js'
+import { createTestDatabase, runtimeDatabase } from './support/app.js'
 
 const db = await createTestDatabase()
 const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: 3 })
@@ -23,7 +23,8 @@ const signer = createAuditSigner(signingKey)
 const started = Date.now()
 for (let from = 1; from <= ROWS; from += 5000) {
   await app.withTenant(tenant, c => c.query(
-    `SELECT count(audit_append('audit_log', $1, '{"action":"bulk","actor":{"id":null,"type":"system"},"data":{"i":' || g || ',"pad":"' || repeat('x', 100) || '"},"target":null}'))
+    `SELECT count(audit_append('audit_log', $1,
+       '{"action":"bulk","actor":{"id":null,"type":"system"},"data":{"i":' || g || ',"pad":"' || repeat('x', 100) || '"},"target":null}'))
        FROM generate_series($2::int, $3::int) g`, [tenant, from, Math.min(from + 4999, ROWS)]))
 }
 await app.withTenant(tenant, c => createCheckpoints(c, signer, tenant))
@@ -46,7 +47,13 @@ test(`a chain of ${ROWS} rows verifies in batches that never exceed the batch si
 function auditVerify (...args: string[]) {
   return spawnSync(process.execPath, ['--import', 'tsx', 'scripts/audit-verify.ts', ...args], {
     encoding: 'utf8',
-    env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: db.runtimeUrl, MIGRATION_DATABASE_URL: db.ownerUrl, AUDIT_SIGNING_KEY: signingKey },
+    env: {
+      ...process.env,
+      NODE_ENV: 'test',
+      DATABASE_URL: db.runtimeUrl,
+      MIGRATION_DATABASE_URL: db.ownerUrl,
+      AUDIT_SIGNING_KEY: signingKey
+    },
     timeout: 120_000
   })
 }

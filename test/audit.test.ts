@@ -10,7 +10,7 @@ import { createCheckpoints, openCheckpoint, storedCheckpoints, trustedHeads } fr
 import { createAuditSigner } from '../infra/audit-signer.js'
 import type { Queryable } from '../infra/database.js'
 import { rlsViolations } from '../infra/database-checks.js'
-import { createTestDatabase, runtimeDatabase, waitFor } from './helper.js'
+import { createTestDatabase, runtimeDatabase, waitFor } from './support/app.js'
 
 const db = await createTestDatabase()
 // Two pools on the runtime login: two app instances appending to the same chains.
@@ -67,7 +67,9 @@ function assertBroken (v: ChainVerification, seq: number, reason: RegExp) {
 
 async function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms) })
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)
+  })
   try {
     return await Promise.race([promise, expired])
   } finally {
@@ -81,7 +83,8 @@ test('canonical JSON follows RFC 8785: sorted keys by UTF-16 units, ECMAScript n
   assert.equal(canonicalJson(keys), '{"\\r":2,"1":4,"\u0080":6,"\u00f6":7,"\u20ac":1,"\ud83d\ude00":5,"\ufb33":3}')
   assert.equal(canonicalJson([1e21, 1e-7, 0.000001, -0, Number('333333333.33333329'), 1e30, 4.5, 2e-3, 0.1]),
     '[1e+21,1e-7,0.000001,0,333333333.3333333,1e+30,4.5,0.002,0.1]')
-  assert.equal(canonicalJson({ b: [true, null, 'x"\\\n\u001f'], a: { d: 1, c: {} } }), '{"a":{"c":{},"d":1},"b":[true,null,"x\\"\\\\\\n\\u001f"]}')
+  assert.equal(canonicalJson({ b: [true, null, 'x"\\\n\u001f'], a: { d: 1, c: {} } }),
+    '{"a":{"c":{},"d":1},"b":[true,null,"x\\"\\\\\\n\\u001f"]}')
   assert.throws(() => canonicalJson(Number.NaN), /NaN/)
 })
 
@@ -106,7 +109,8 @@ test('appended rows form a chain that verifies, whatever the data holds', async 
   ])
   assert.deepEqual(results.map(r => r.seq), [1, 2, 3])
   const v = await verifyAs(t)
-  assert.deepEqual({ valid: v.valid, checked: v.checked, firstBrokenSeq: v.firstBrokenSeq, head: v.head }, { valid: true, checked: 3, firstBrokenSeq: null, head: results[2] })
+  assert.deepEqual({ valid: v.valid, checked: v.checked, firstBrokenSeq: v.firstBrokenSeq, head: v.head },
+    { valid: true, checked: 3, firstBrokenSeq: null, head: results[2] })
 
   const { events } = await app1.withTenant(t, c => listEvents(c, 'audit_log', t, { limit: 10 }))
   const first = events.find(e => e.seq === 1)!
@@ -118,7 +122,8 @@ test('appended rows form a chain that verifies, whatever the data holds', async 
   }, 'stored as hashed: Dates as ISO strings, undefined dropped, unstorable characters replaced')
   assert.equal(events.find(e => e.seq === 2)!.target, null)
   assert.match(first.occurredAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
-  assert.equal((await app1.withTenant(t, c => verifyChain(c, 'audit_log', t.toUpperCase()))).valid, true, 'the id is hashed as the database writes it')
+  assert.equal((await app1.withTenant(t, c => verifyChain(c, 'audit_log', t.toUpperCase()))).valid, true,
+    'the id is hashed as the database writes it')
   // Anyone with the rows can recompute a hash: the canonical form is documented, not hidden in SQL.
   assert.equal(chainRowHash('audit_log', t, first), first.hash)
 })
@@ -132,7 +137,9 @@ test('1,000 concurrent appends to one chain from two app instances make one line
   assert.equal(v.valid, true, v.reason ?? '')
   assert.equal(v.checked, 1000)
   assert.equal(v.head.seq, 1000)
-  const { rows: [forks] } = await admin.query('SELECT count(*)::int AS n FROM audit_log a JOIN audit_log b ON a.tenant_id = b.tenant_id AND a.prev_hash = b.prev_hash AND a.seq < b.seq WHERE a.tenant_id = $1', [t])
+  const { rows: [forks] } = await admin.query(
+    'SELECT count(*)::int AS n FROM audit_log a JOIN audit_log b ON a.tenant_id = b.tenant_id AND a.prev_hash = b.prev_hash ' +
+    'AND a.seq < b.seq WHERE a.tenant_id = $1', [t])
   assert.equal(forks.n, 0, 'no two rows link to the same predecessor')
 })
 
@@ -152,7 +159,8 @@ test('appends to different tenants do not wait on each other; the same chain doe
     const waiting = app2.withTenant(a, c => appendAudit(c, 'audit_log', a, entry(2)))
     // Seen in pg_locks: the runtime login's statement text is not recorded (track_activities off).
     await waitFor(async () => (await admin.query(
-      "SELECT count(*)::int AS n FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND locktype = 'advisory' AND NOT granted")).rows[0].n === 1,
+      'SELECT count(*)::int AS n FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) ' +
+      "AND locktype = 'advisory' AND NOT granted")).rows[0].n === 1,
     { what: 'the second append to wait on the chain lock' })
     await holder.query('COMMIT')
     assert.equal((await withTimeout(waiting, 5000, 'the waiting append')).seq, 2)
@@ -245,24 +253,27 @@ test('tenant A cannot read, verify, append to or checkpoint tenant B\'s chains; 
   assert.equal(seen, 8)
 })
 
-test('catalog: every audit table has RLS enabled, forced and a policy, an always-on append-only trigger; the runtime role reads the chains and appends only through audit_append', async () => {
-  assert.deepEqual(await rlsViolations(admin), [])
-  const tables = ['audit_checkpoints', 'audit_log', 'operator_audit_events', 'tenant_operation_log']
-  const { rows } = await admin.query(`
+test(
+  'catalog: each audit table has forced RLS, a policy, an always-on append-only trigger; the runtime role reads, appends via audit_append',
+  async () => {
+    assert.deepEqual(await rlsViolations(admin), [])
+    const tables = ['audit_checkpoints', 'audit_log', 'operator_audit_events', 'tenant_operation_log']
+    const { rows } = await admin.query(`
     SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
            (SELECT count(*)::int FROM pg_policy p WHERE p.polrelid = c.oid) AS policies,
-           (SELECT string_agg(t.tgenabled::text, '') FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = c.relname || '_append_only') AS trigger,
+           (SELECT string_agg(t.tgenabled::text, '') FROM pg_trigger t
+             WHERE t.tgrelid = c.oid AND t.tgname = c.relname || '_append_only') AS trigger,
            array(SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p
                  WHERE has_table_privilege('govula_runtime', c.oid, p)) AS runtime
       FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1) ORDER BY c.relname`, [tables])
-  assert.equal(rows.length, tables.length)
-  for (const r of rows) {
-    // Checkpoints are inserted as they are: each is signed by the service's key and checked against it.
-    const runtime = r.relname === 'audit_checkpoints' ? ['SELECT', 'INSERT'] : ['SELECT']
-    assert.deepEqual([r.relrowsecurity, r.relforcerowsecurity, r.policies > 0, r.trigger, r.runtime],
-      [true, true, true, 'A', runtime], r.relname)
-  }
-})
+    assert.equal(rows.length, tables.length)
+    for (const r of rows) {
+      // Checkpoints are inserted as they are: each is signed by the service's key and checked against it.
+      const runtime = r.relname === 'audit_checkpoints' ? ['SELECT', 'INSERT'] : ['SELECT']
+      assert.deepEqual([r.relrowsecurity, r.relforcerowsecurity, r.policies > 0, r.trigger, r.runtime],
+        [true, true, true, 'A', runtime], r.relname)
+    }
+  })
 
 test('tampering as a superuser is detected, each at the right first bad seq', async (t) => {
   await t.test('one byte of data edited', async () => {
@@ -283,7 +294,8 @@ test('tampering as a superuser is detected, each at the right first bad seq', as
     const tenant = randomUUID()
     await seed(tenant, 20)
     await tamper('audit_log', `
-      UPDATE audit_log x SET occurred_at = y.occurred_at, actor = y.actor, action = y.action, target = y.target, data = y.data, prev_hash = y.prev_hash, hash = y.hash
+      UPDATE audit_log x SET occurred_at = y.occurred_at, actor = y.actor, action = y.action, target = y.target, data = y.data,
+        prev_hash = y.prev_hash, hash = y.hash
         FROM audit_log y WHERE x.tenant_id = $1 AND y.tenant_id = $1 AND x.seq IN (5, 6) AND y.seq = 11 - x.seq`, [tenant])
     assertBroken(await verifyAs(tenant), 5, /prev_hash does not match/)
   })
@@ -294,7 +306,8 @@ test('tampering as a superuser is detected, each at the right first bad seq', as
     const exported = await app1.withTenant(tenant, c => createCheckpoints(c, signer, tenant))
     await tamper('audit_log', 'DELETE FROM audit_log WHERE tenant_id = $1 AND seq > 15', [tenant])
     assert.equal((await verifyAs(tenant)).valid, true, 'the hashes alone cannot tell a shorter chain')
-    const stored = await app1.withTenant(tenant, c => verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
+    const stored = await app1.withTenant(tenant, c =>
+      verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
     assertBroken(stored, 16, /ends at seq 15 .* covers seq 20: its tail was truncated/)
     const heads = trustedHeads(signer, tenant, exported).get('audit_log')!
     assertBroken(await verifyAs(tenant, 'audit_log', { checkpoints: [headsFrom(heads)] }), 16, /truncated/)
@@ -309,7 +322,8 @@ test('tampering as a superuser is detected, each at the right first bad seq', as
 
     // The attacker changes row 3 and recomputes every hash from there, with the published algorithm.
     const { rows } = await admin.query<Omit<ChainRow, 'seq'> & { seq: string }>(`
-      SELECT seq, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", actor, action, target, data, prev_hash AS "prevHash", hash
+      SELECT seq, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt",
+             actor, action, target, data, prev_hash AS "prevHash", hash
         FROM audit_log WHERE tenant_id = $1 ORDER BY seq`, [tenant])
     let prev = GENESIS_HASH
     const recomputed: string[] = []
@@ -322,14 +336,17 @@ test('tampering as a superuser is detected, each at the right first bad seq', as
       prev = hash
     }
     assert.equal((await verifyAs(tenant)).valid, true, 'a recomputed chain is internally consistent')
-    const withStored = await app1.withTenant(tenant, c => verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
+    const withStored = await app1.withTenant(tenant, c =>
+      verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
     assertBroken(withStored, 10, /seq 10 differs from the checkpoint signed at .*rewritten/)
     const heads = headsFrom(trustedHeads(signer, tenant, exported).get('audit_log')!)
     assertBroken(await verifyAs(tenant, 'audit_log', { checkpoints: [heads] }), 20, /seq 20 differs from the checkpoint/)
 
     // Rewriting the stored checkpoints to match does not help: their signatures no longer hold.
-    await tamper('audit_checkpoints', "UPDATE audit_checkpoints SET hash = $2 WHERE tenant_id = $1 AND chain = 'audit_log' AND seq = 10", [tenant, recomputed[9]])
-    const forged = await app1.withTenant(tenant, c => verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
+    await tamper('audit_checkpoints', "UPDATE audit_checkpoints SET hash = $2 WHERE tenant_id = $1 AND chain = 'audit_log' AND seq = 10",
+      [tenant, recomputed[9]])
+    const forged = await app1.withTenant(tenant, c =>
+      verifyChain(c, 'audit_log', tenant, { checkpoints: [storedCheckpoints(c, signer, 'audit_log', tenant)] }))
     assertBroken(forged, 10, /does not match what was signed/)
   })
 })

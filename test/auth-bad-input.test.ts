@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig } from './helper.js'
-import { adminClient, assertProblem, bearer, login, PASSWORD, signup, uniqueEmail, type Envelope } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, login, PASSWORD, signup, uniqueEmail } from './support/actors.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 const logs = captureLogs()
@@ -60,28 +62,36 @@ test('login, refresh, password and sessions: bad bodies and params are 400', asy
   assertInvalid(await post('/api/v1/auth/login', { email: owner.user.email, password: PASSWORD, remember: true }), 'body.remember')
   assertInvalid(await post('/api/v1/auth/refresh', {}), 'body.refreshToken')
   assertInvalid(await post('/api/v1/auth/refresh', { refreshToken: 'x'.repeat(201) }), 'body.refreshToken')
-  assertInvalid(await post('/api/v1/auth/refresh', { refreshToken: owner.refreshToken, accessToken: owner.accessToken }), 'body.accessToken')
+  assertInvalid(await post('/api/v1/auth/refresh', { refreshToken: owner.refreshToken, accessToken: owner.accessToken }),
+    'body.accessToken')
   assertInvalid(await post('/api/v1/auth/password', { currentPassword: PASSWORD }, bearer(owner)), 'body.newPassword')
-  assertInvalid(await post('/api/v1/auth/password', { currentPassword: PASSWORD, newPassword: 'x'.repeat(257) }, bearer(owner)), 'body.newPassword')
+  assertInvalid(await post('/api/v1/auth/password', { currentPassword: PASSWORD, newPassword: 'x'.repeat(257) }, bearer(owner)),
+    'body.newPassword')
   const longId = await app.inject({ method: 'DELETE', url: `/api/v1/auth/sessions/${'a'.repeat(65)}`, headers: bearer(owner) })
   assertInvalid(longId, 'params.id')
   // Not JSON at all.
-  assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"email":' }), 400, 'MALFORMED_JSON')
-  assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'text/plain' }, payload: 'email=a' }), 400, 'VALIDATION_FAILED')
-  assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'application/xml' }, payload: '<email/>' }), 415, 'UNSUPPORTED_MEDIA_TYPE')
-  assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '[]' }), 400, 'VALIDATION_FAILED')
-  assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"__proto__":{"x":1},"email":"a@b.co","password":"12345678"}' }), 400, 'MALFORMED_JSON')
+  const rawLogin = (contentType: string, payload: string) =>
+    app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': contentType }, payload })
+  assertProblem(await rawLogin('application/json', '{"email":'), 400, 'MALFORMED_JSON')
+  assertProblem(await rawLogin('text/plain', 'email=a'), 400, 'VALIDATION_FAILED')
+  assertProblem(await rawLogin('application/xml', '<email/>'), 415, 'UNSUPPORTED_MEDIA_TYPE')
+  assertProblem(await rawLogin('application/json', '[]'), 400, 'VALIDATION_FAILED')
+  assertProblem(await rawLogin('application/json', '{"__proto__":{"x":1},"email":"a@b.co","password":"12345678"}'), 400, 'MALFORMED_JSON')
 })
 
 test('tokens: missing → AUTH_UNAUTHENTICATED; garbage, unknown, expired, revoked → AUTH_INVALID_TOKEN', async () => {
   assertProblem(await app.inject({ url: '/api/v1/tenant' }), 401, 'AUTH_UNAUTHENTICATED')
-  assertProblem(await app.inject({ url: '/api/v1/tenant', headers: { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` } }), 401, 'AUTH_UNAUTHENTICATED')
+  const basic = `Basic ${Buffer.from('a:b').toString('base64')}`
+  assertProblem(await app.inject({ url: '/api/v1/tenant', headers: { authorization: basic } }), 401, 'AUTH_UNAUTHENTICATED')
   assertProblem(await app.inject({ url: '/api/v1/tenant', headers: { authorization: 'Bearer' } }), 401, 'AUTH_UNAUTHENTICATED')
   assertProblem(await app.inject({ method: 'POST', url: '/api/v1/auth/logout' }), 401, 'AUTH_UNAUTHENTICATED')
 
   const unknown = `${owner.user.id.replace(/-/g, '')}.${randomBytes(32).toString('base64url')}`
   const strangerPrefix = `${'0'.repeat(32)}.${owner.accessToken.split('.')[1]}`
-  for (const token of ['garbage', 'a.b', `${'z'.repeat(32)}.${'A'.repeat(43)}`, unknown, strangerPrefix, owner.refreshToken, `${owner.accessToken}x`]) {
+  const tokens = [
+    'garbage', 'a.b', `${'z'.repeat(32)}.${'A'.repeat(43)}`, unknown, strangerPrefix, owner.refreshToken, `${owner.accessToken}x`
+  ]
+  for (const token of tokens) {
     assertProblem(await app.inject({ url: '/api/v1/tenant', headers: bearer(token) }), 401, 'AUTH_INVALID_TOKEN')
   }
   const lower = await app.inject({ url: '/api/v1/tenant', headers: { authorization: `bearer ${owner.accessToken}` } })
@@ -98,7 +108,7 @@ test('tokens: missing → AUTH_UNAUTHENTICATED; garbage, unknown, expired, revok
 test('wrong role → 403; duplicate signup → 409; wrong credentials → 401', async () => {
   const member = await signup(app)
   assert.equal((await post('/api/v1/tenant/members', { email: member.user.email, role: 'member' }, bearer(owner))).statusCode, 201)
-  const inOwners = (await login(app, { email: member.user.email, tenant: owner.tenant!.id })).json() as Envelope
+  const inOwners = (await login(app, { email: member.user.email, tenant: owner.tenant!.id })).json() as SessionEnvelope
   assertProblem(await post('/api/v1/tenant/members', { email: uniqueEmail(), role: 'member' }, bearer(inOwners)), 403, 'TENANT_FORBIDDEN')
   assertProblem(await app.inject({ url: '/api/v1/operator/tenants', headers: bearer(owner) }), 403, 'AUTH_FORBIDDEN')
   assertProblem(await post('/api/v1/auth/signup', { email: owner.user.email, password: PASSWORD, tenantName: 'Again' }), 409, 'CONFLICT')
@@ -114,10 +124,16 @@ test('hostile metadata never breaks a request: a spoofed X-Forwarded-For that is
     payload: { email: uniqueEmail(), password: PASSWORD, tenantName: 'Hostile' }
   })
   assert.equal(res.statusCode, 201, res.body)
-  const { rows: [row] } = await admin.query('SELECT host(ip) AS ip, length(user_agent) AS ua FROM auth_sessions WHERE family_id = $1', [res.json().session.id])
+  const { rows: [row] } = await admin.query(
+    'SELECT host(ip) AS ip, length(user_agent) AS ua FROM auth_sessions WHERE family_id = $1', [res.json().session.id])
   assert.equal(row.ip, '127.0.0.1', 'a hop that is no address is replaced by the peer that sent it')
   assert.equal(row.ua, 512)
-  const real = await proxied.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'x-forwarded-for': '203.0.113.9' }, payload: { email: owner.user.email, password: PASSWORD } })
+  const real = await proxied.inject({
+    method: 'POST',
+    url: '/api/v1/auth/login',
+    headers: { 'x-forwarded-for': '203.0.113.9' },
+    payload: { email: owner.user.email, password: PASSWORD }
+  })
   assert.equal(real.statusCode, 200, real.body)
   const { rows: [r2] } = await admin.query('SELECT host(ip) AS ip FROM auth_sessions WHERE family_id = $1', [real.json().session.id])
   assert.equal(r2.ip, '203.0.113.9')

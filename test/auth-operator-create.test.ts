@@ -2,15 +2,20 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { test } from 'node:test'
 import { promisify } from 'node:util'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { adminClient, assertProblem, bearer, login, uniqueEmail, type Envelope } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, login, uniqueEmail } from './support/actors.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 const admin = await adminClient(db)
 
 /** `npm run operator:create -- …args`, as the package script runs it. */
 // It writes as the owner role (the runtime role cannot set is_operator), as a deployment runs it.
-async function operatorCreate (args: string[], env: Record<string, string> = { DATABASE_URL: db.runtimeUrl, MIGRATION_DATABASE_URL: db.ownerUrl }) {
+async function operatorCreate (
+  args: string[],
+  env: Record<string, string> = { DATABASE_URL: db.runtimeUrl, MIGRATION_DATABASE_URL: db.ownerUrl }
+) {
   try {
     const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/operator-create.ts', ...args],
       { env: { PATH: process.env.PATH!, ...env }, encoding: 'utf8' })
@@ -36,7 +41,7 @@ test('operator:create makes an operator who logs in with tenant null; the same e
   const app = await buildTestApp(testConfig(db))
   const res = await login(app, { email, password: 'operator secret 1' })
   assert.equal(res.statusCode, 200, res.body)
-  const op = res.json() as Envelope
+  const op = res.json() as SessionEnvelope
   assert.equal(op.tenant, null)
   assert.equal((await app.inject({ url: '/api/v1/operator/tenants', headers: bearer(op) })).statusCode, 200)
 

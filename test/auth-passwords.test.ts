@@ -2,14 +2,20 @@ import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'
 import { test } from 'node:test'
 import { createLimiter, createPasswordHasher } from '../infra/passwords.js'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { adminClient, assertProblem, bearer, login, median, signup, uniqueEmail } from './support/identity.js'
+import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './support/app.js'
+import { bearer, changePassword, login, signup, uniqueEmail } from './support/actors.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 // Limits high enough that only the behaviour under test decides the answers.
 const config = testConfig(db, { AUTH_RATE_LIMIT_MAX: 10_000, LOGIN_MAX_FAILURES_PER_HOUR: 10_000, LOGIN_MAX_FAILURES_PER_CLIENT: 10_000 })
 const app = await buildTestApp(config)
 const admin = await adminClient(db)
+
+function median (values: number[]) {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]!
+}
 
 const storedHash = async (userId: string) =>
   (await admin.query<{ password_hash: string }>('SELECT password_hash FROM users WHERE id = $1', [userId])).rows[0]!.password_hash
@@ -45,13 +51,17 @@ test('length: 8 to 256 characters; 7 and 257 are 400 naming body.password', asyn
     assert.equal((await login(app, { email: user.user.email, password })).statusCode, 200)
   }
   for (const password of ['x'.repeat(7), 'x'.repeat(257)]) {
-    const res = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: uniqueEmail(), password, tenantName: 'Too short or long' } })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/signup',
+      payload: { email: uniqueEmail(), password, tenantName: 'Too short or long' }
+    })
     const body = assertProblem(res, 400, 'VALIDATION_FAILED')
     assert.equal(body.errors![0]!.field, 'body.password')
   }
   const user = await signup(app)
   assertProblem(await login(app, { email: user.user.email, password: 'x'.repeat(257) }), 400, 'VALIDATION_FAILED')
-  const change = await app.inject({ method: 'POST', url: '/api/v1/auth/password', headers: bearer(user), payload: { currentPassword: 'correct horse battery', newPassword: 'short' } })
+  const change = await changePassword(app, user, 'correct horse battery', 'short')
   assert.equal(assertProblem(change, 400, 'VALIDATION_FAILED').errors![0]!.field, 'body.newPassword')
 })
 
@@ -151,9 +161,9 @@ test('the hasher: verify accepts the right password only, refuses a malformed ha
 
 test('password change: a wrong current password is refused, the new one works, the old one no longer does', async () => {
   const user = await signup(app)
-  const wrong = await app.inject({ method: 'POST', url: '/api/v1/auth/password', headers: bearer(user), payload: { currentPassword: 'not it at all', newPassword: 'a brand new password' } })
+  const wrong = await changePassword(app, user, 'not it at all', 'a brand new password')
   assertProblem(wrong, 401, 'AUTH_INVALID_CREDENTIALS')
-  const ok = await app.inject({ method: 'POST', url: '/api/v1/auth/password', headers: bearer(user), payload: { currentPassword: 'correct horse battery', newPassword: 'a brand new password' } })
+  const ok = await changePassword(app, user, 'correct horse battery', 'a brand new password')
   assert.equal(ok.statusCode, 204, ok.body)
   assert.match(await storedHash(user.user.id), /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/)
   assertProblem(await login(app, { email: user.user.email }), 401, 'AUTH_INVALID_CREDENTIALS')

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { adminClient, assertProblem, bearer, login, operatorExists, PASSWORD, sessionStatus, sha256, signup, tenantStatus, uniqueEmail, type Envelope } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './support/app.js'
+import {
+  addMember, bearer, login, operatorExists, PASSWORD, sessionStatus, sha256, signup, tenantStatus, uniqueEmail
+} from './support/actors.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 const operatorEmail = uniqueEmail('Operator')
@@ -15,7 +19,7 @@ const admin = await adminClient(db)
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const TOKEN = /^[0-9a-f]{32}\.[A-Za-z0-9_-]{43}$/
 
-function assertEnvelope (body: Envelope, expected: { email: string, tenant: Envelope['tenant'] | 'any' }) {
+function assertEnvelope (body: SessionEnvelope, expected: { email: string, tenant: SessionEnvelope['tenant'] | 'any' }) {
   assert.deepEqual(Object.keys(body).sort(), ['accessToken', 'expiresIn', 'refreshToken', 'session', 'tenant', 'user'])
   assert.match(body.accessToken, TOKEN)
   assert.match(body.refreshToken, TOKEN)
@@ -31,10 +35,12 @@ function assertEnvelope (body: Envelope, expected: { email: string, tenant: Enve
 
 test('signup: 201 with the session envelope; user, tenant, owner membership and session exist', async () => {
   const email = uniqueEmail('Signup')
-  const res = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: '  Acme Corp!  ' } })
+  const res = await app.inject({
+    method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: '  Acme Corp!  ' }
+  })
   assert.equal(res.statusCode, 201, res.body)
   assert.match(String(res.headers['content-type']), /^application\/json/)
-  const body = res.json() as Envelope
+  const body = res.json() as SessionEnvelope
   assertEnvelope(body, { email: email.toLowerCase(), tenant: 'any' })
   assert.deepEqual(Object.keys(body.tenant!).sort(), ['id', 'name', 'role', 'slug'])
   assert.equal(body.tenant!.name, 'Acme Corp!')
@@ -42,9 +48,11 @@ test('signup: 201 with the session envelope; user, tenant, owner membership and 
   assert.match(body.tenant!.slug, /^acme-corp(-[0-9a-f]{6})?$/)
   assert.match(body.tenant!.id, UUID)
 
-  const { rows: [membership] } = await admin.query('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2', [body.tenant!.id, body.user.id])
+  const { rows: [membership] } = await admin.query(
+    'SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2', [body.tenant!.id, body.user.id])
   assert.equal(membership.role, 'owner')
-  const { rows: sessions } = await admin.query('SELECT family_id, tenant_id, ip, user_agent FROM auth_sessions WHERE user_id = $1', [body.user.id])
+  const { rows: sessions } = await admin.query(
+    'SELECT family_id, tenant_id, ip, user_agent FROM auth_sessions WHERE user_id = $1', [body.user.id])
   assert.equal(sessions.length, 1)
   assert.equal(sessions[0].family_id, body.session.id)
   assert.equal(sessions[0].tenant_id, body.tenant!.id)
@@ -79,7 +87,9 @@ test('tokens: 256 random bits after the user id, stored only as SHA-256', async 
 test('email is unique case-insensitively: the same address in other case is a 409', async () => {
   const email = uniqueEmail('dup')
   await signup(app, { email })
-  const again = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: email.toUpperCase(), password: PASSWORD, tenantName: 'Other' } })
+  const again = await app.inject({
+    method: 'POST', url: '/api/v1/auth/signup', payload: { email: email.toUpperCase(), password: PASSWORD, tenantName: 'Other' }
+  })
   assertProblem(again, 409, 'CONFLICT')
   const { rows: [{ n }] } = await admin.query('SELECT count(*)::int AS n FROM users WHERE lower(email) = $1', [email])
   assert.equal(n, 1)
@@ -116,7 +126,7 @@ test('login: a single-tenant user needs no tenant; by id or slug; TENANT_REQUIRE
   assert.notEqual(plain.json().session.id, owner.session.id, 'a login starts a new session')
 
   // Make the owner a member of a second tenant.
-  const add = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(other), payload: { email, role: 'member' } })
+  const add = await addMember(app, other, email)
   assert.equal(add.statusCode, 201, add.body)
 
   const body = assertProblem(await login(app, { email }), 400, 'TENANT_REQUIRED')
@@ -145,7 +155,7 @@ test('operator: bootstrapped from the config once, logs in with tenant null, and
 
   const res = await login(app, { email: operatorEmail, password: 'operator password 1' })
   assert.equal(res.statusCode, 200, res.body)
-  const op = res.json() as Envelope
+  const op = res.json() as SessionEnvelope
   assertEnvelope(op, { email: operatorEmail.toLowerCase(), tenant: null })
   const { rows: [session] } = await admin.query('SELECT tenant_id FROM auth_sessions WHERE family_id = $1', [op.session.id])
   assert.equal(session.tenant_id, null)
@@ -154,10 +164,15 @@ test('operator: bootstrapped from the config once, logs in with tenant null, and
 
   // A second app on the same database (the same address in other case) creates nothing new.
   const logs = captureLogs()
-  await buildTestApp(testConfig(db, { LOG_LEVEL: 'info', OPERATOR_BOOTSTRAP_EMAIL: operatorEmail.toUpperCase(), OPERATOR_BOOTSTRAP_PASSWORD: 'another password' }), { logs })
+  await buildTestApp(testConfig(db, {
+    LOG_LEVEL: 'info',
+    OPERATOR_BOOTSTRAP_EMAIL: operatorEmail.toUpperCase(),
+    OPERATOR_BOOTSTRAP_PASSWORD: 'another password'
+  }), { logs })
   const line = await waitFor(() => logs.lines.find(l => l.msg === 'operator bootstrap'), { what: 'the second bootstrap' })
   assert.equal(line.outcome, 'exists')
-  assert.equal((await login(app, { email: operatorEmail, password: 'operator password 1' })).statusCode, 200, 'the first password still holds')
+  assert.equal((await login(app, { email: operatorEmail, password: 'operator password 1' })).statusCode, 200,
+    'the first password still holds')
   const { rows: [{ n }] } = await admin.query('SELECT count(*)::int AS n FROM users WHERE lower(email) = lower($1)', [operatorEmail])
   assert.equal(n, 1)
 })

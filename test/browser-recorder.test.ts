@@ -2,11 +2,12 @@
 // outages, reloads and lost responses, and every event stored exactly once.
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
-import pg from 'pg'
+import type pg from 'pg'
 import type { Browser, Page } from 'playwright-core'
 import { problem } from '../errors.js'
-import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './support/app.js'
+import { loginOperator, recordingTenant, signup } from './support/actors.js'
 import { chromiumMissing, launchChromium } from './support/browser.js'
 
 // Without Chromium the tests skip and say why, except in CI, where they must run.
@@ -34,7 +35,7 @@ const server = {
 let app: Awaited<ReturnType<typeof buildTestApp>>
 let origin = ''
 let browser: Browser
-let operator: Actor
+let operator: SessionEnvelope
 let admin: pg.Client
 
 declare global {
@@ -51,7 +52,15 @@ declare global {
     recorderErrors: Array<{ kind: string, status?: number, code?: string, retrying: boolean, eventRejected?: boolean }>
   }
 }
-interface Status { started: boolean, blocked: boolean, pending: number, dropped: number, rejected: number, attempt: number, retryScheduled: boolean }
+interface Status {
+  started: boolean
+  blocked: boolean
+  pending: number
+  dropped: number
+  rejected: number
+  attempt: number
+  retryScheduled: boolean
+}
 
 if (!skip) {
   const db = await createTestDatabase()
@@ -60,7 +69,8 @@ if (!skip) {
       // A tenant's page, which loads the script (the API's own CSP, under which nothing runs, is
       // for its JSON answers, not for a page like this one).
       a.get('/test/recorder-page', { config: { auth: false } }, async (_request, reply) =>
-        reply.header('content-security-policy', "script-src 'self'").type('text/html; charset=utf-8').send('<!doctype html><meta charset="utf-8"><title>recorder</title><script src="/recorder.js"></script>'))
+        reply.header('content-security-policy', "script-src 'self'").type('text/html; charset=utf-8')
+          .send('<!doctype html><meta charset="utf-8"><title>recorder</title><script src="/recorder.js"></script>'))
       // Outage: the ingest answers 503 before anything is read or stored.
       a.addHook('onRequest', async (request, reply) => {
         if (request.url !== INGEST || server.mode !== 'unavailable') return
@@ -97,27 +107,12 @@ if (!skip) {
   const address = app.server.address()
   origin = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
   operator = await loginOperator(app)
-  admin = new pg.Client({ connectionString: db.adminUrl })
-  admin.on('error', () => {}) // the database is dropped WITH FORCE before this client ends
-  await admin.connect()
-  after(() => admin.end())
+  admin = await adminClient(db)
   browser = await launchChromium()
   after(() => browser.close())
 }
 
-async function recordingTenant (features: Record<string, unknown> = {}) {
-  const t = await signupTenant(app)
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`,
-    headers: bearer(operator),
-    payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000, ...features }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-  return t
-}
-
-async function storedIds (tenant: Actor) {
+async function storedIds (tenant: SessionEnvelope) {
   const { rows } = await admin.query<{ id: string }>('SELECT id FROM recording_events WHERE tenant_id = $1', [tenant.tenant!.id])
   return rows.map(r => r.id)
 }
@@ -149,21 +144,23 @@ const start = (page: Page, token: string, options: Record<string, unknown> = {})
 }, { token, options })
 
 const record = (page: Page, n: number, label: string, type = 'step') =>
-  page.evaluate(({ n, label, type }) => Array.from({ length: n }, (_, i) => window.GovulaRecorder.record(type, { label, i })), { n, label, type })
+  page.evaluate(({ n, label, type }) => Array.from({ length: n }, (_, i) => window.GovulaRecorder.record(type, { label, i })),
+    { n, label, type })
 
 const storageKeys = (page: Page) => page.evaluate((prefix) => Object.keys(localStorage).filter(k => k.startsWith(prefix)).sort(), PREFIX)
 const status = (page: Page) => page.evaluate(() => window.GovulaRecorder.status())
 const errors = (page: Page) => page.evaluate(() => window.recorderErrors)
 
 test('outage, reload and a lost answer: every recorded event arrives exactly once', { skip, timeout: 60_000 }, async () => {
-  const tenant = await recordingTenant()
+  const tenant = await recordingTenant(app, operator)
   const page = await openPage()
   const recorded: string[] = []
   await start(page, tenant.accessToken)
 
   // Up: delivered and acknowledged.
   recorded.push(...await record(page, 30, 'up'))
-  await waitFor(async () => (await storedIds(tenant)).length === 30 && (await storageKeys(page)).length === 0, { what: 'the first 30 events delivered' })
+  await waitFor(async () => (await storedIds(tenant)).length === 30 && (await storageKeys(page)).length === 0,
+    { what: 'the first 30 events delivered' })
 
   // Down: the events wait in localStorage while the recorder backs off and retries.
   server.mode = 'unavailable'
@@ -194,24 +191,26 @@ test('outage, reload and a lost answer: every recorded event arrives exactly onc
   assert.deepEqual(new Set(ids), new Set(recorded), 'exactly the recorded events')
   assert.equal(server.accepted - 30, 60, 'each stored once, counting the batch whose answer was lost')
   assert.ok(server.duplicates >= 1, 'the batch whose answer was lost came again and was not stored twice')
-  assert.deepEqual(await status(page), { started: true, blocked: false, pending: 0, dropped: 0, rejected: 0, attempt: 0, retryScheduled: false })
+  assert.deepEqual(await status(page),
+    { started: true, blocked: false, pending: 0, dropped: 0, rejected: 0, attempt: 0, retryScheduled: false })
 })
 
 test('401 and 403 stop the retries and are reported; flush() or start() with a new token resumes', { skip, timeout: 30_000 }, async () => {
-  const tenant = await recordingTenant()
+  const tenant = await recordingTenant(app, operator)
   const page = await openPage()
   const before = server.statuses.length
   await start(page, 'not-a-valid-token')
   const ids = await record(page, 3, 'unauthorised')
   await waitFor(async () => (await errors(page)).length > 0, { what: 'the 401 reported' })
   assert.deepEqual((await errors(page)).map(e => [e.status, e.code, e.retrying]), [[401, 'AUTH_INVALID_TOKEN', false]])
-  assert.deepEqual(await status(page), { started: true, blocked: true, pending: 3, dropped: 0, rejected: 0, attempt: 0, retryScheduled: false })
+  assert.deepEqual(await status(page),
+    { started: true, blocked: true, pending: 3, dropped: 0, rejected: 0, attempt: 0, retryScheduled: false })
   ids.push(...await record(page, 2, 'still-blocked'))
   assert.equal((await status(page)).retryScheduled, false, 'no timer while blocked')
   assert.deepEqual(server.statuses.slice(before), [401], 'exactly one attempt')
 
   // A tenant without recording_mode: 403 ENTITLEMENT_DENIED, reported the same way.
-  const free = await signupTenant(app)
+  const free = await signup(app)
   await start(page, free.accessToken)
   await waitFor(async () => (await errors(page)).some(e => e.status === 403), { what: 'the 403 reported' })
   assert.equal((await errors(page))[0]!.code, 'ENTITLEMENT_DENIED')
@@ -223,66 +222,68 @@ test('401 and 403 stop the retries and are reported; flush() or start() with a n
   assert.deepEqual(new Set(await storedIds(tenant)), new Set(ids))
 })
 
-test('bounded storage: the oldest are dropped and counted (max events, then a full quota); a poison event is isolated', { skip, timeout: 30_000 }, async () => {
-  const tenant = await recordingTenant()
-  const page = await openPage()
-  server.mode = 'unavailable'
-  try {
-    await start(page, tenant.accessToken, { maxEvents: 5 })
-    const ids = await record(page, 8, 'bounded')
-    assert.equal(await page.evaluate(() => window.GovulaRecorder.droppedCount()), 3)
-    const keys = await storageKeys(page)
-    assert.deepEqual(keys.map(k => k.split(':').pop()), ids.slice(3), 'the newest five kept, in order')
+test(
+  'bounded storage: the oldest are dropped and counted (max events, then a full quota); a poison event is isolated',
+  { skip, timeout: 30_000 }, async () => {
+    const tenant = await recordingTenant(app, operator)
+    const page = await openPage()
+    server.mode = 'unavailable'
+    try {
+      await start(page, tenant.accessToken, { maxEvents: 5 })
+      const ids = await record(page, 8, 'bounded')
+      assert.equal(await page.evaluate(() => window.GovulaRecorder.droppedCount()), 3)
+      const keys = await storageKeys(page)
+      assert.deepEqual(keys.map(k => k.split(':').pop()), ids.slice(3), 'the newest five kept, in order')
 
-    // The page's own data fills the quota: the recorder makes room by dropping its oldest.
-    await start(page, tenant.accessToken, { maxEvents: 100 }) // no longer the bound that bites
-    const filled = await page.evaluate(() => {
-      let n = 0
-      for (const size of [1 << 20, 1 << 16, 1 << 10, 64]) {
-        for (;;) {
-          try {
-            localStorage.setItem(`junk-${n++}`, 'x'.repeat(size))
-          } catch {
-            break
+      // The page's own data fills the quota: the recorder makes room by dropping its oldest.
+      await start(page, tenant.accessToken, { maxEvents: 100 }) // no longer the bound that bites
+      const filled = await page.evaluate(() => {
+        let n = 0
+        for (const size of [1 << 20, 1 << 16, 1 << 10, 64]) {
+          for (;;) {
+            try {
+              localStorage.setItem(`junk-${n++}`, 'x'.repeat(size))
+            } catch {
+              break
+            }
           }
         }
-      }
-      return n
-    })
-    assert.ok(filled > 0)
-    const squeezed = await record(page, 1, 'squeezed')
-    const dropped = await page.evaluate(() => window.GovulaRecorder.droppedCount())
-    assert.ok(dropped >= 4, `dropped ${dropped}: at least one more for the quota`)
-    const after = (await storageKeys(page)).map(k => k.split(':').pop())
-    assert.equal(after[after.length - 1], squeezed[0], 'the new event was stored')
-    assert.deepEqual(after.slice(0, -1), ids.slice(dropped), 'what was dropped is the oldest')
-    await page.evaluate(() => { for (const k of Object.keys(localStorage)) if (k.startsWith('junk-')) localStorage.removeItem(k) })
+        return n
+      })
+      assert.ok(filled > 0)
+      const squeezed = await record(page, 1, 'squeezed')
+      const dropped = await page.evaluate(() => window.GovulaRecorder.droppedCount())
+      assert.ok(dropped >= 4, `dropped ${dropped}: at least one more for the quota`)
+      const after = (await storageKeys(page)).map(k => k.split(':').pop())
+      assert.equal(after[after.length - 1], squeezed[0], 'the new event was stored')
+      assert.deepEqual(after.slice(0, -1), ids.slice(dropped), 'what was dropped is the oldest')
+      await page.evaluate(() => { for (const k of Object.keys(localStorage)) if (k.startsWith('junk-')) localStorage.removeItem(k) })
 
-    const tooBig = await page.evaluate(() => {
-      try {
-        window.GovulaRecorder.record('big', { s: 'x'.repeat(20_000) })
-        return null
-      } catch (err) {
-        return (err as Error).name
-      }
-    })
-    assert.equal(tooBig, 'RangeError', 'a payload over 16 KiB is refused at record time')
+      const tooBig = await page.evaluate(() => {
+        try {
+          window.GovulaRecorder.record('big', { s: 'x'.repeat(20_000) })
+          return null
+        } catch (err) {
+          return (err as Error).name
+        }
+      })
+      assert.equal(tooBig, 'RangeError', 'a payload over 16 KiB is refused at record time')
 
-    // One poison event among good ones: halving isolates it; it alone is given up and reported.
-    const good = after
-    const poison = await record(page, 1, 'poison', 'poison')
-    const more = await record(page, 6, 'after-poison')
-    server.mode = 'up'
-    await page.evaluate(() => window.GovulaRecorder.flush())
-    await waitFor(async () => (await storageKeys(page)).length === 0, { what: 'the queue drained' })
-    const stored = new Set(await storedIds(tenant))
-    for (const id of [...good, ...more]) assert.ok(stored.has(id!), `${id} stored`)
-    assert.equal(stored.has(poison[0]!), false)
-    assert.equal(stored.size, good.length + more.length)
-    const rejected = (await errors(page)).filter(e => e.eventRejected)
-    assert.deepEqual(rejected.map(e => [e.status, e.retrying]), [[400, false]])
-    assert.equal((await status(page)).rejected, 1)
-  } finally {
-    server.mode = 'up'
-  }
-})
+      // One poison event among good ones: halving isolates it; it alone is given up and reported.
+      const good = after
+      const poison = await record(page, 1, 'poison', 'poison')
+      const more = await record(page, 6, 'after-poison')
+      server.mode = 'up'
+      await page.evaluate(() => window.GovulaRecorder.flush())
+      await waitFor(async () => (await storageKeys(page)).length === 0, { what: 'the queue drained' })
+      const stored = new Set(await storedIds(tenant))
+      for (const id of [...good, ...more]) assert.ok(stored.has(id!), `${id} stored`)
+      assert.equal(stored.has(poison[0]!), false)
+      assert.equal(stored.size, good.length + more.length)
+      const rejected = (await errors(page)).filter(e => e.eventRejected)
+      assert.deepEqual(rejected.map(e => [e.status, e.retrying]), [[400, false]])
+      assert.equal((await status(page)).rejected, 1)
+    } finally {
+      server.mode = 'up'
+    }
+  })

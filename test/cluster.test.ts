@@ -6,24 +6,18 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { after, before, test } from 'node:test'
-import pg from 'pg'
 import { clusterBinaries, startCluster, type Cluster } from '../scripts/cluster-lib.js'
-import { waitFor } from './helper.js'
-import { tempDir } from './support/harness.js'
+import { queryOnce, runEnv, tempDir, waitFor } from './support/app.js'
+import { PASSWORD, signupAt } from './support/actors.js'
 
 const missing = Object.entries(clusterBinaries()).filter(([, bin]) => !bin).map(([name]) => name === 'redis' ? 'redis-server' : name)
-if (missing.length && process.env.CI) throw new Error(`${missing.join(', ')} not installed, and CI must run the cluster test (apt-get install -y ${missing.join(' ')})`)
+if (missing.length && process.env.CI) {
+  throw new Error(`${missing.join(', ')} not installed, and CI must run the cluster test (apt-get install -y ${missing.join(' ')})`)
+}
 const skip = missing.length ? `${missing.join(', ')} not installed: cluster test skipped (apt-get install -y ${missing.join(' ')})` : false
 if (skip) console.log(`# ${skip}`)
 
-function env (name: string) {
-  const value = process.env[name]
-  if (!value) throw new Error(`${name} is not set: run the tests through \`npm test\` (test/run.ts starts their Postgres)`)
-  return value
-}
-
 const OPERATOR = { email: `cluster-operator-${process.pid}@example.test`, password: 'operator password 1' }
-const PASSWORD = 'correct horse battery'
 let cluster: Cluster
 let dir: string
 let failed = false
@@ -33,12 +27,12 @@ before(async () => {
   dir = await tempDir('govula-cluster-')
   const started = Date.now()
   cluster = await startCluster({
-    adminUrl: env('TEST_ADMIN_URL'),
-    template: env('TEST_TEMPLATE_DB'),
+    adminUrl: runEnv('TEST_ADMIN_URL'),
+    template: runEnv('TEST_TEMPLATE_DB'),
     // Named after the template, so the run's cleanup drops it even if this file dies.
-    database: `${env('TEST_TEMPLATE_DB')}_cluster_${randomBytes(3).toString('hex')}`,
-    ownerPassword: env('TEST_OWNER_PASSWORD'),
-    appPassword: env('TEST_APP_PASSWORD'),
+    database: `${runEnv('TEST_TEMPLATE_DB')}_cluster_${randomBytes(3).toString('hex')}`,
+    ownerPassword: runEnv('TEST_OWNER_PASSWORD'),
+    appPassword: runEnv('TEST_APP_PASSWORD'),
     dropDatabaseOnStop: true,
     dir,
     lbPort: 0,
@@ -57,7 +51,8 @@ before(async () => {
       REDIS_COMMAND_TIMEOUT_MS: '2000'
     }
   })
-  console.log(`# cluster ready in ${Date.now() - started} ms: ${cluster.url}, replicas ${cluster.replicas.map(r => r.port).join(' ')}, pgbouncer ${cluster.pgbouncer.port}`)
+  console.log(`# cluster ready in ${Date.now() - started} ms: ${cluster.url}, ` +
+    `replicas ${cluster.replicas.map(r => r.port).join(' ')}, pgbouncer ${cluster.pgbouncer.port}`)
 }, { timeout: 90_000 })
 
 after(async () => {
@@ -109,14 +104,6 @@ async function call (base: string, method: string, url: string, opts: { token?: 
 
 const lb = (method: string, url: string, opts?: { token?: string, body?: unknown }) => call(cluster.url, method, url, opts)
 
-let counter = 0
-async function signup () {
-  const email = `cluster-${process.pid}-${++counter}-${Date.now()}@example.test`
-  const res = await lb('POST', '/api/v1/auth/signup', { body: { email, password: PASSWORD, tenantName: `Cluster tenant ${counter}` } })
-  assert.equal(res.status, 201, JSON.stringify(res.body))
-  return { email, tenantId: res.body.tenant.id as string, token: res.body.accessToken as string }
-}
-
 let operatorToken: string | undefined
 async function operator () {
   // The bootstrap runs in the background once the first readiness round is done.
@@ -129,38 +116,29 @@ async function operator () {
 
 const portOf = (upstream: string | null) => upstream?.split(', ').at(-1)?.split(':').at(-1)
 
-async function pgQuery<T extends pg.QueryResultRow> (url: string, sql: string) {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query<T>(sql)).rows
-  } finally {
-    await client.end()
-  }
-}
-
 step('sign up, log in and read through the balancer; round robin over all replicas, each pooled through PgBouncer', async () => {
-  const user = await signup()
-  const login = await lb('POST', '/api/v1/auth/login', { body: { email: user.email, password: PASSWORD } })
+  const user = await signupAt(cluster.url)
+  const login = await lb('POST', '/api/v1/auth/login', { body: { email: user.user.email, password: PASSWORD } })
   assert.equal(login.status, 200, JSON.stringify(login.body))
-  assert.equal(login.body.tenant.id, user.tenantId)
+  assert.equal(login.body.tenant.id, user.tenant!.id)
   const served = new Set<string>()
   for (let i = 0; i < 6; i++) {
     const read = await lb('GET', '/api/v1/tenant', { token: login.body.accessToken })
     assert.equal(read.status, 200, JSON.stringify(read.body))
-    assert.equal(read.body.id, user.tenantId)
+    assert.equal(read.body.id, user.tenant!.id)
     served.add(portOf(read.upstream)!)
   }
   assert.deepEqual([...served].sort(), cluster.replicas.map(r => String(r.port)).sort(), 'round robin reaches every replica')
 
-  const pools = await pgQuery<{ database: string, pool_mode: string }>(cluster.pgbouncer.statsUrl, 'SHOW POOLS')
+  const pools = await queryOnce<{ database: string, pool_mode: string }>(cluster.pgbouncer.statsUrl, 'SHOW POOLS')
   assert.equal(pools.find(p => p.database === cluster.database)?.pool_mode, 'transaction')
-  const clients = await pgQuery<{ database: string, application_name: string }>(cluster.pgbouncer.statsUrl, 'SHOW CLIENTS')
-  const names = new Set(clients.filter(c => c.database === cluster.database && c.application_name.startsWith('govula-core:')).map(c => c.application_name))
+  const clients = await queryOnce<{ database: string, application_name: string }>(cluster.pgbouncer.statsUrl, 'SHOW CLIENTS')
+  const names = new Set(clients.filter(c => c.database === cluster.database && c.application_name.startsWith('govula-core:'))
+    .map(c => c.application_name))
   assert.equal(names.size, cluster.replicas.length, 'every replica\'s pool connects through PgBouncer')
-  const [timeout] = await pgQuery<{ statement_timeout: string }>(cluster.pgbouncer.url, 'SHOW statement_timeout')
+  const [timeout] = await queryOnce<{ statement_timeout: string }>(cluster.pgbouncer.url, 'SHOW statement_timeout')
   assert.equal(timeout!.statement_timeout, '10s', 'the role setting stands in for the dropped startup parameter')
-  const listeners = await pgQuery<{ n: number }>(env('TEST_ADMIN_URL'),
+  const listeners = await queryOnce<{ n: number }>(runEnv('TEST_ADMIN_URL'),
     // By name alone: the runtime login's statement text is not recorded (track_activities off).
     `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = '${cluster.database}' AND application_name = 'govula-broadcast'`)
   assert.equal(listeners[0]!.n, cluster.replicas.length, 'each replica LISTENs on a direct connection')
@@ -168,17 +146,18 @@ step('sign up, log in and read through the balancer; round robin over all replic
 
 step('a downgrade through the balancer is denied on every replica within 1 s', async () => {
   const op = await operator()
-  const user = await signup()
-  const recordingMode = (base: string) => call(base, 'GET', '/api/v1/entitlements/check?feature=recording_mode', { token: user.token })
-    .then(r => { assert.equal(r.status, 200, JSON.stringify(r.body)); return r.body.allowed as boolean })
+  const user = await signupAt(cluster.url)
+  const recordingMode = (base: string) =>
+    call(base, 'GET', '/api/v1/entitlements/check?feature=recording_mode', { token: user.accessToken })
+      .then(r => { assert.equal(r.status, 200, JSON.stringify(r.body)); return r.body.allowed as boolean })
   const everywhere = [cluster.url, ...cluster.replicas.map(r => r.url)]
 
-  const pro = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'pro' } })
+  const pro = await lb('PUT', `/api/v1/operator/tenants/${user.tenant!.id}/plan`, { token: op, body: { plan: 'pro' } })
   assert.equal(pro.status, 200, JSON.stringify(pro.body))
   // Every replica now holds the ALLOW in its cache (60 s TTL): only the broadcast can clear it.
   for (const base of everywhere) assert.equal(await recordingMode(base), true, base)
 
-  const free = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'free' } })
+  const free = await lb('PUT', `/api/v1/operator/tenants/${user.tenant!.id}/plan`, { token: op, body: { plan: 'free' } })
   assert.equal(free.status, 200, JSON.stringify(free.body))
   const changed = Date.now()
   await waitFor(async () => (await Promise.all(everywhere.map(recordingMode))).every(allowed => !allowed),
@@ -188,10 +167,14 @@ step('a downgrade through the balancer is denied on every replica within 1 s', a
 
 step('the per-tenant limit holds across the cluster: exactly 60 of 150 requests through the balancer', async () => {
   const op = await operator()
-  const user = await signup()
-  const contract = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/contract`, {
+  const user = await signupAt(cluster.url)
+  const contract = await lb('PUT', `/api/v1/operator/tenants/${user.tenant!.id}/contract`, {
     token: op,
-    body: { features: { api_requests_per_minute: 60 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
+    body: {
+      features: { api_requests_per_minute: 60 },
+      startsAt: new Date(Date.now() - 60_000).toISOString(),
+      endsAt: new Date(Date.now() + 3_600_000).toISOString()
+    }
   })
   assert.equal(contract.status, 200, JSON.stringify(contract.body))
 
@@ -200,7 +183,7 @@ step('the per-tenant limit holds across the cluster: exactly 60 of 150 requests 
   await Promise.all(Array.from({ length: 25 }, async () => {
     while (next < 150) {
       next++
-      replies.push(await lb('GET', '/api/v1/tenant', { token: user.token }))
+      replies.push(await lb('GET', '/api/v1/tenant', { token: user.accessToken }))
     }
   }))
   const count = (status: number) => replies.filter(r => r.status === status).length
@@ -210,8 +193,8 @@ step('the per-tenant limit holds across the cluster: exactly 60 of 150 requests 
 
 step('a rolling restart of all three replicas at 100 req/s fails no request', async () => {
   const op = await operator()
-  const user = await signup()
-  const plan = await lb('PUT', `/api/v1/operator/tenants/${user.tenantId}/plan`, { token: op, body: { plan: 'enterprise' } })
+  const user = await signupAt(cluster.url)
+  const plan = await lb('PUT', `/api/v1/operator/tenants/${user.tenant!.id}/plan`, { token: op, body: { plan: 'enterprise' } })
   assert.equal(plan.status, 200, JSON.stringify(plan.body))
 
   const RATE = 100 // tenant GETs per second through the balancer, open loop
@@ -233,13 +216,14 @@ step('a rolling restart of all three replicas at 100 req/s fails no request', as
       while (sent < Math.floor((Date.now() - started) * RATE / 1000)) {
         sent++
         const sentAt = Date.now()
-        pending.push(lb('GET', '/api/v1/tenant', { token: user.token }).then(
+        pending.push(lb('GET', '/api/v1/tenant', { token: user.accessToken }).then(
           reply => { outcomes.push({ sentAt, doneAt: Date.now(), reply }) },
           (err: Error) => { outcomes.push({ sentAt, doneAt: Date.now(), error: `${err.name}: ${err.message}` }) }))
       }
     }, 10)
   })
-  const servedBy = (port: number, since: number) => outcomes.filter(o => o.sentAt >= since && portOf(o.reply?.upstream ?? null) === String(port)).length
+  const servedBy = (port: number, since: number) =>
+    outcomes.filter(o => o.sentAt >= since && portOf(o.reply?.upstream ?? null) === String(port)).length
 
   const rounds: Array<{ replica: number, exitCode: number | null, stopMs: number, bootMs: number, backMs: number, newPid: boolean }> = []
   try {
@@ -252,8 +236,16 @@ step('a rolling restart of all three replicas at 100 req/s fails no request', as
       const stopped = Date.now()
       await replica.start()
       const ready = Date.now()
-      await waitFor(() => servedBy(replica.port, stopped) >= 10, { timeoutMs: 15_000, what: `replica ${replica.index}'s new process to take traffic` })
-      rounds.push({ replica: replica.index, exitCode, stopMs: stopped - began, bootMs: ready - stopped, backMs: Date.now() - ready, newPid: replica.pid !== oldPid })
+      await waitFor(() => servedBy(replica.port, stopped) >= 10,
+        { timeoutMs: 15_000, what: `replica ${replica.index}'s new process to take traffic` })
+      rounds.push({
+        replica: replica.index,
+        exitCode,
+        stopMs: stopped - began,
+        bootMs: ready - stopped,
+        backMs: Date.now() - ready,
+        newPid: replica.pid !== oldPid
+      })
     }
   } finally {
     sending = false
@@ -266,8 +258,10 @@ step('a rolling restart of all three replicas at 100 req/s fails no request', as
     .map(o => o.error ?? `${o.reply!.status} via ${o.reply!.upstream}: ${JSON.stringify(o.reply!.body).slice(0, 200)}`)
   const retried = outcomes.filter(o => o.reply?.upstream?.includes(',')).length
   const slowest = Math.max(...outcomes.map(o => o.doneAt - o.sentAt))
-  console.log(`# rolling restart: ${outcomes.length} requests in ${elapsed} ms, ${failures.length} failed, ${retried} retried by nginx, slowest ${slowest} ms; ` +
-    rounds.map(r => `replica ${r.replica}: exit ${r.exitCode} after ${r.stopMs} ms, ready ${r.bootMs} ms later, taking traffic ${r.backMs} ms after that`).join('; '))
+  console.log(`# rolling restart: ${outcomes.length} requests in ${elapsed} ms, ${failures.length} failed, ` +
+    `${retried} retried by nginx, slowest ${slowest} ms; ` +
+    rounds.map(r => `replica ${r.replica}: exit ${r.exitCode} after ${r.stopMs} ms, ready ${r.bootMs} ms later, ` +
+      `taking traffic ${r.backMs} ms after that`).join('; '))
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} of ${outcomes.length} requests failed`)
   assert.equal(rounds.length, cluster.replicas.length, 'every replica was restarted')
   for (const r of rounds) {

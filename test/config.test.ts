@@ -32,7 +32,14 @@ test('every documented variable has a place in the schema', () => {
 })
 
 test('values are parsed from strings; empty means unset', () => {
-  const c = loadConfig({ PORT: '8080', DB_MAX_CONNECTIONS: '7', ENABLE_SCHEDULER: '1', ENTITLEMENT_BROADCAST_ENABLED: 'true', MIGRATE_ON_BOOT: 'false', REDIS_URL: '' })
+  const c = loadConfig({
+    PORT: '8080',
+    DB_MAX_CONNECTIONS: '7',
+    ENABLE_SCHEDULER: '1',
+    ENTITLEMENT_BROADCAST_ENABLED: 'true',
+    MIGRATE_ON_BOOT: 'false',
+    REDIS_URL: ''
+  })
   assert.equal(c.PORT, 8080)
   assert.equal(c.DB_MAX_CONNECTIONS, 7)
   assert.equal(c.ENABLE_SCHEDULER, true)
@@ -99,7 +106,8 @@ test('the server stops before listening on a bad value, with one line and a non-
 
 test('a refused secret is named, never quoted: the error says why and how long the value was, not what it was', () => {
   assert.throws(() => loadConfig({ OPERATOR_BOOTSTRAP_PASSWORD: 'hunter2' }), (err: Error) =>
-    err instanceof ConfigError && /OPERATOR_BOOTSTRAP_PASSWORD/.test(err.message) && /7 characters/.test(err.message) && !err.message.includes('hunter2'))
+    err instanceof ConfigError && /OPERATOR_BOOTSTRAP_PASSWORD/.test(err.message) && /7 characters/.test(err.message) &&
+    !err.message.includes('hunter2'))
   // Other values are quoted, to show what was wrong.
   assert.throws(() => loadConfig({ PORT: 'eighty' }), /eighty/)
 })

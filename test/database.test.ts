@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
 import pg from 'pg'
-import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { buildTestApp, createTestDatabase, testConfig, waitFor } from './support/app.js'
 
 const db = await createTestDatabase()
 // One connection: every transaction below reuses it, so a leak from one to the next would show.
@@ -50,7 +50,8 @@ test('connections killed under the pool are logged, never crash, and the pool re
   const admin = new pg.Client({ connectionString: db.adminUrl })
   await admin.connect()
   const killed = await admin.query(
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' AND application_name LIKE 'govula-core:%'")
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'govula_app' " +
+    "AND application_name LIKE 'govula-core:%'")
   await admin.end()
   assert.ok(killed.rowCount! >= 1)
   await waitFor(async () => (await app.db.query('SELECT 1 AS ok')).rows[0].ok === 1, { what: 'the pool to reconnect' })

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Type } from '@sinclair/typebox'
 import { AppError } from '../errors.js'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig } from './helper.js'
+import { buildTestApp, captureLogs, createTestDatabase, testConfig } from './support/app.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 const logs = captureLogs()
@@ -18,21 +19,11 @@ const app = await buildTestApp(testConfig(db, { LOG_LEVEL: 'info', BODY_LIMIT: 2
     }, async () => ({ ok: true }))
     app.get('/boom', { config: { auth: false } }, async () => { throw new Error('SELECT secret FROM internals failed at /srv/app.ts:12') })
     app.get('/conflict', { config: { auth: false } }, async () => { throw new AppError('CONFLICT', 'already there') })
-    app.get('/db-down', { config: { auth: false } }, async () => { throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' }) })
+    app.get('/db-down', { config: { auth: false } }, async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' })
+    })
   }
 })
-
-function assertProblem (res: { statusCode: number, headers: Record<string, unknown>, json(): any }, status: number, code: string) {
-  assert.equal(res.statusCode, status)
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/)
-  const body = res.json()
-  assert.deepEqual(Object.keys(body).slice(0, 6), ['type', 'title', 'status', 'code', 'detail', 'requestId'])
-  assert.equal(body.status, status)
-  assert.equal(body.code, code)
-  assert.match(body.type, /^urn:govula:error:/)
-  assert.equal(typeof body.requestId, 'string')
-  return body
-}
 
 test('unknown route: 404 problem+json', async () => {
   assertProblem(await app.inject('/nowhere'), 404, 'NOT_FOUND')
@@ -48,7 +39,12 @@ test('malformed JSON: 400', async () => {
 })
 
 test('oversize body: 413', async () => {
-  const res = await app.inject({ method: 'POST', url: '/echo', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ email: 'a@b.co', pad: 'x'.repeat(5000) }) })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/echo',
+    headers: { 'content-type': 'application/json' },
+    payload: JSON.stringify({ email: 'a@b.co', pad: 'x'.repeat(5000) })
+  })
   assertProblem(res, 413, 'PAYLOAD_TOO_LARGE')
 })
 
@@ -60,11 +56,12 @@ test('unsupported media type: 415', async () => {
 test('validation errors name the field', async () => {
   const bad = assertProblem(await app.inject({ method: 'POST', url: '/echo', payload: { email: 'nope', n: 1 } }), 400, 'VALIDATION_FAILED')
   assert.match(bad.detail, /^body\.email /)
-  assert.equal(bad.errors[0].field, 'body.email')
+  assert.equal(bad.errors![0]!.field, 'body.email')
   const missing = assertProblem(await app.inject({ method: 'POST', url: '/echo', payload: { email: 'a@b.co' } }), 400, 'VALIDATION_FAILED')
-  assert.equal(missing.errors[0].field, 'body.n')
-  const unknown = assertProblem(await app.inject({ method: 'POST', url: '/echo', payload: { email: 'a@b.co', n: 1, admin: true } }), 400, 'VALIDATION_FAILED')
-  assert.equal(unknown.errors[0].field, 'body.admin')
+  assert.equal(missing.errors![0]!.field, 'body.n')
+  const unknown = assertProblem(
+    await app.inject({ method: 'POST', url: '/echo', payload: { email: 'a@b.co', n: 1, admin: true } }), 400, 'VALIDATION_FAILED')
+  assert.equal(unknown.errors![0]!.field, 'body.admin')
 })
 
 test('an AppError keeps its code and detail', async () => {

@@ -2,9 +2,9 @@
 // what the flood does to the neighbours' latency is measured by the bench, not asserted here.
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
-import { setContract } from './support/faults.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, loginOperator, setTenantLimit, signup } from './support/actors.js'
 import { startTestRedis } from './support/redis.js'
 
 const db = await createTestDatabase()
@@ -22,11 +22,11 @@ const ROUTES = ['/api/v1/tenant', '/api/v1/tenant/members', '/api/v1/entitlement
  * In waves (all of a wave at once, every tenant in every wave), the flooder sends FLOOD
  * requests and each neighbour NEIGHBOUR_REQUESTS, spread over `apps` round robin.
  */
-async function flood (apps: App[], flooder: Actor, neighbours: Actor[]) {
+async function flood (apps: App[], flooder: SessionEnvelope, neighbours: SessionEnvelope[]) {
   const WAVES = 10
-  const results = new Map<Actor, Response[]>([[flooder, []], ...neighbours.map(n => [n, []] as [Actor, Response[]])])
+  const results = new Map<SessionEnvelope, Response[]>([[flooder, []], ...neighbours.map(n => [n, []] as [SessionEnvelope, Response[]])])
   let k = 0
-  const send = (actor: Actor) => {
+  const send = (actor: SessionEnvelope) => {
     const i = k++
     return apps[i % apps.length]!.inject({ url: ROUTES[Math.floor(i / apps.length) % ROUTES.length]!, headers: bearer(actor) })
       .then(r => { results.get(actor)!.push(r) })
@@ -42,9 +42,10 @@ async function flood (apps: App[], flooder: Actor, neighbours: Actor[]) {
 
 const count = (responses: Response[], pred: (r: Response) => boolean) => responses.filter(pred).length
 
-function assertIsolation (results: Map<Actor, Response[]>, flooder: Actor, neighbours: Actor[]) {
+function assertIsolation (results: Map<SessionEnvelope, Response[]>, flooder: SessionEnvelope, neighbours: SessionEnvelope[]) {
   const flood = results.get(flooder)!
-  const summary = [...results.values()].map(rs => `${count(rs, r => r.statusCode === 200)}/${count(rs, r => r.statusCode === 429)}/${count(rs, r => r.statusCode >= 500)}`)
+  const summary = [...results.values()]
+    .map(rs => `${count(rs, r => r.statusCode === 200)}/${count(rs, r => r.statusCode === 429)}/${count(rs, r => r.statusCode >= 500)}`)
   console.log(`# 200/429/5xx: flooder ${summary[0]}, neighbours ${summary.slice(1).join(', ')}`)
 
   assert.equal(flood.length, FLOOD)
@@ -53,7 +54,8 @@ function assertIsolation (results: Map<Actor, Response[]>, flooder: Actor, neigh
   for (const r of flood.filter(r => r.statusCode === 429)) {
     assert.match(String(r.headers['content-type']), /^application\/problem\+json/)
     assert.equal(r.json().code, 'RATE_LIMITED')
-    assert.match(String(r.headers['ratelimit-policy']), new RegExp(`"tenant";q=${LIMIT};w=60`), 'limited by its tenant budget, not by the IP')
+    assert.match(String(r.headers['ratelimit-policy']), new RegExp(`"tenant";q=${LIMIT};w=60`),
+      'limited by its tenant budget, not by the IP')
     assert.ok(Number(r.headers['retry-after']) > 0)
   }
   for (const n of neighbours) {
@@ -67,11 +69,11 @@ function assertIsolation (results: Map<Actor, Response[]>, flooder: Actor, neigh
 
 async function tenants (app: App) {
   const operator = await loginOperator(app)
-  const flooder = await signupTenant(app)
-  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: LIMIT })
-  const neighbours = [await signupTenant(app), await signupTenant(app)]
+  const flooder = await signup(app)
+  await setTenantLimit(app, operator, flooder.tenant!.id, LIMIT)
+  const neighbours = [await signup(app), await signup(app)]
   // One neighbour on the free plan's own budget (600/min), one with a contract of its own.
-  await setContract(app, operator, neighbours[1]!.tenant!.id, { api_requests_per_minute: 150 })
+  await setTenantLimit(app, operator, neighbours[1]!.tenant!.id, 150)
   return { flooder, neighbours }
 }
 
@@ -96,35 +98,36 @@ test('two replicas sharing Redis: the flood is counted across them and still sto
   for (const app of apps) assert.equal(app.limiterHealth.failOpens, 0, 'every decision was taken by Redis')
 })
 
-test('a refused token is refused again without touching the database until its window resets; raising the limit applies at once', async () => {
-  const app = await buildTestApp(testConfig(db, base))
-  const operator = await loginOperator(app)
-  const flooder = await signupTenant(app)
-  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: 3 })
-  for (let i = 0; i < 3; i++) assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
-  const first = await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })
-  assert.equal(first.statusCode, 429, 'the window is spent')
+test(
+  'a refused token is refused again without touching the database until its window resets; raising the limit applies at once', async () => {
+    const app = await buildTestApp(testConfig(db, base))
+    const operator = await loginOperator(app)
+    const flooder = await signup(app)
+    await setTenantLimit(app, operator, flooder.tenant!.id, 3)
+    for (let i = 0; i < 3; i++) assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
+    const first = await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })
+    assert.equal(first.statusCode, 429, 'the window is spent')
 
-  // From now on, refusals cost no connection: the pool is never asked for one.
-  let checkouts = 0
-  const onAcquire = () => { checkouts++ }
-  app.pg.pool.on('acquire', onAcquire)
-  const again = await Promise.all(ROUTES.map(url => app.inject({ url, headers: bearer(flooder) })))
-  app.pg.pool.off('acquire', onAcquire)
-  for (const r of again) {
-    assert.equal(r.statusCode, 429, r.body)
-    assert.equal(r.json().code, 'RATE_LIMITED')
-    assert.match(String(r.headers['ratelimit-policy']), /"tenant";q=3;w=60/)
-    assert.match(String(r.headers.ratelimit), /"tenant";r=0;t=\d+/)
-    assert.ok(Number(r.headers['retry-after']) >= 1 && Number(r.headers['retry-after']) <= 60)
-  }
-  assert.equal(checkouts, 0, 'no database work for a remembered refusal')
-  // A neighbour is untouched, and a route outside the tenant budget still answers.
-  const neighbour = await signupTenant(app)
-  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(neighbour) })).statusCode, 200)
-  assert.equal((await app.inject({ url: '/health' })).statusCode, 200)
+    // From now on, refusals cost no connection: the pool is never asked for one.
+    let checkouts = 0
+    const onAcquire = () => { checkouts++ }
+    app.pg.pool.on('acquire', onAcquire)
+    const again = await Promise.all(ROUTES.map(url => app.inject({ url, headers: bearer(flooder) })))
+    app.pg.pool.off('acquire', onAcquire)
+    for (const r of again) {
+      assert.equal(r.statusCode, 429, r.body)
+      assert.equal(r.json().code, 'RATE_LIMITED')
+      assert.match(String(r.headers['ratelimit-policy']), /"tenant";q=3;w=60/)
+      assert.match(String(r.headers.ratelimit), /"tenant";r=0;t=\d+/)
+      assert.ok(Number(r.headers['retry-after']) >= 1 && Number(r.headers['retry-after']) <= 60)
+    }
+    assert.equal(checkouts, 0, 'no database work for a remembered refusal')
+    // A neighbour is untouched, and a route outside the tenant budget still answers.
+    const neighbour = await signup(app)
+    assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(neighbour) })).statusCode, 200)
+    assert.equal((await app.inject({ url: '/health' })).statusCode, 200)
 
-  // The operator raises the limit: the change event forgets the refusal, and the next request is served.
-  await setContract(app, operator, flooder.tenant!.id, { api_requests_per_minute: 1000 })
-  assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
-})
+    // The operator raises the limit: the change event forgets the refusal, and the next request is served.
+    await setTenantLimit(app, operator, flooder.tenant!.id, 1000)
+    assert.equal((await app.inject({ url: '/api/v1/tenant', headers: bearer(flooder) })).statusCode, 200)
+  })

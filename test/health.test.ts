@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
-import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { bearer, signupTenant } from './support/actors.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig, waitFor } from './support/app.js'
+import { bearer, signup } from './support/actors.js'
 import { proxyFor, viaPort } from './support/fault-proxy.js'
 
 const db = await createTestDatabase()
@@ -15,7 +15,8 @@ test('liveness is 200 without auth or database; readiness lists its checks', asy
   assert.equal(ready.statusCode, 200)
   const body = ready.json()
   assert.equal(body.status, 'ready')
-  assert.deepEqual(body.checks.map((c: { name: string }) => c.name), ['database', 'migrations', 'request-context', 'runtime-role', 'pool-sizing', 'statement-privacy', 'row-level-security'])
+  assert.deepEqual(body.checks.map((c: { name: string }) => c.name),
+    ['database', 'migrations', 'request-context', 'runtime-role', 'pool-sizing', 'statement-privacy', 'row-level-security'])
   // pool-sizing is informational and counts the runtime role's connections server-wide, so a
   // test file running beside this one can tip it; every check that gates readiness must pass.
   const gating = body.checks.filter((c: { name: string }) => c.name !== 'pool-sizing')
@@ -79,7 +80,8 @@ test('an unsafe runtime role keeps the instance unready', async () => {
   const asOwner = await buildTestApp(testConfig(db, { DATABASE_URL: db.ownerUrl }))
   const owner = (await asOwner.inject('/api/v1/health')).json()
   assert.equal(owner.status, 'unavailable')
-  assert.match(owner.checks.find((c: { name: string }) => c.name === 'runtime-role').detail, /^the runtime role owns \d+ relations.*owns the database/)
+  assert.match(owner.checks.find((c: { name: string }) => c.name === 'runtime-role').detail,
+    /^the runtime role owns \d+ relations.*owns the database/)
   // A superuser ignores row-level security altogether.
   const asSuper = await buildTestApp(testConfig(db, { DATABASE_URL: db.adminUrl }))
   const sup = (await asSuper.inject('/api/v1/health')).json()
@@ -95,13 +97,14 @@ test('a request refused a connection turns readiness 503 at once, without waitin
     READINESS_CHECK_INTERVAL_MS: 600_000,
     DB_CONNECTION_TIMEOUT: 500
   }))
-  const actor = await signupTenant(app)
+  const actor = await signup(app)
   assert.equal((await app.inject('/api/v1/health')).statusCode, 200)
 
   // One backend killed under an idle connection: a request may fail on it, Postgres is up.
   const admin = await adminClient(db)
   after(() => admin.end())
-  const { rowCount } = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'govula-core:%'")
+  const { rowCount } = await admin.query(
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'govula-core:%'")
   assert.ok(rowCount! >= 1)
   await app.inject({ url: '/api/v1/tenant', headers: bearer(actor) })
   assert.equal((await app.inject('/api/v1/health')).statusCode, 200, 'a killed connection says nothing about the database')

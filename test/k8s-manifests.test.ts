@@ -8,15 +8,33 @@ import path from 'node:path'
 import { test } from 'node:test'
 import { parse, parseAllDocuments } from 'yaml'
 import { ConfigSchema, loadConfig } from '../config.js'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
+import { buildTestApp, createTestDatabase, testConfig } from './support/app.js'
 
 const K8S = 'deploy/k8s'
 // The internal cron mount (docs/jobs.md): external schedulers call these names, so they are a contract.
 const JOBS = ['audit-checkpoint', 'lifecycle-transitions', 'purge-recordings', 'purge-sessions']
 const SETTINGS = new Set(Object.keys(ConfigSchema.properties))
 
-interface Manifest { file: string, apiVersion: string, kind: string, metadata: { name: string, labels?: Record<string, string> }, spec?: any, data?: Record<string, string>, stringData?: Record<string, string>, resources?: string[] }
-interface Container { name: string, image: string, ports?: Array<{ name?: string, containerPort: number }>, env?: Array<{ name: string, value?: string, valueFrom?: any }>, envFrom?: any[], command?: string[], args?: string[], [key: string]: any }
+interface Manifest {
+  file: string
+  apiVersion: string
+  kind: string
+  metadata: { name: string, labels?: Record<string, string> }
+  spec?: any
+  data?: Record<string, string>
+  stringData?: Record<string, string>
+  resources?: string[]
+}
+interface Container {
+  name: string
+  image: string
+  ports?: Array<{ name?: string, containerPort: number }>
+  env?: Array<{ name: string, value?: string, valueFrom?: any }>
+  envFrom?: any[]
+  command?: string[]
+  args?: string[]
+  [key: string]: any
+}
 
 const files = readdirSync(K8S).filter(f => /\.ya?ml$/.test(f)).sort()
 const manifests: Manifest[] = files.flatMap(file => parseAllDocuments(readFileSync(path.join(K8S, file), 'utf8')).map(doc => {
@@ -109,7 +127,8 @@ test('shutdown: preStop sleep < terminationGracePeriodSeconds, and the service t
   const grace = podSpec.terminationGracePeriodSeconds
   assert.ok(preStop >= 5, 'long enough for endpoint removal to reach kube-proxy and the load balancers')
   assert.ok(preStop < grace, `preStop ${preStop} s < grace ${grace} s`)
-  assert.ok(preStop + config.SHUTDOWN_TIMEOUT_MS / 1000 < grace, `preStop ${preStop} s + SHUTDOWN_TIMEOUT_MS ${config.SHUTDOWN_TIMEOUT_MS} ms < grace ${grace} s`)
+  assert.ok(preStop + config.SHUTDOWN_TIMEOUT_MS / 1000 < grace,
+    `preStop ${preStop} s + SHUTDOWN_TIMEOUT_MS ${config.SHUTDOWN_TIMEOUT_MS} ms < grace ${grace} s`)
   assert.ok(config.SHUTDOWN_DRAIN_DELAY_MS < config.SHUTDOWN_TIMEOUT_MS)
   assert.equal(deployment.spec.strategy.rollingUpdate.maxUnavailable, 0)
 })
@@ -142,31 +161,33 @@ test('one CronJob per job, each calling the Service with the secret', () => {
 })
 
 const haveCurl = spawnSync('sh', ['-c', 'command -v curl']).status === 0
-test('the CronJobs\' commands work against the app (rotating secret, every job runs)', { skip: !haveCurl && !process.env.CI && 'curl not installed' }, async () => {
-  const db = await createTestDatabase()
-  const built = await buildTestApp(testConfig(db, { ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'new-secret,old-secret' }))
-  assert.deepEqual(built.jobRunner.names().sort(), JOBS, 'every job of the app has a CronJob, and every CronJob a job')
-  await built.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = built.server.address() as AddressInfo
-  for (const job of cronJobs) {
-    const c = cronCommand(job)
-    const [shell, flag, script] = c.command!
-    const local = script!.replace(`http://${service.metadata.name}/`, `http://127.0.0.1:${port}/`)
-    const out = await new Promise<{ code: number | null, stdout: string, stderr: string }>((resolve) => {
-      const child = spawn(shell!, [flag!, local], { env: { PATH: process.env.PATH, CRON_SECRET: 'new-secret,old-secret' } })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', d => { stdout += d })
-      child.stderr.on('data', d => { stderr += d })
-      child.on('close', code => resolve({ code, stdout, stderr }))
-    })
-    const name = CRON_URL.exec(script!)![3]!
-    assert.equal(out.code, 0, `${job.metadata.name}: ${out.stderr}`)
-    const answer = JSON.parse(out.stdout)
-    assert.equal(answer.job, name)
-    assert.equal(answer.ran, true)
-  }
-})
+test(
+  'the CronJobs\' commands work against the app (rotating secret, every job runs)',
+  { skip: !haveCurl && !process.env.CI && 'curl not installed' }, async () => {
+    const db = await createTestDatabase()
+    const built = await buildTestApp(testConfig(db, { ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'new-secret,old-secret' }))
+    assert.deepEqual(built.jobRunner.names().sort(), JOBS, 'every job of the app has a CronJob, and every CronJob a job')
+    await built.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = built.server.address() as AddressInfo
+    for (const job of cronJobs) {
+      const c = cronCommand(job)
+      const [shell, flag, script] = c.command!
+      const local = script!.replace(`http://${service.metadata.name}/`, `http://127.0.0.1:${port}/`)
+      const out = await new Promise<{ code: number | null, stdout: string, stderr: string }>((resolve) => {
+        const child = spawn(shell!, [flag!, local], { env: { PATH: process.env.PATH, CRON_SECRET: 'new-secret,old-secret' } })
+        let stdout = ''
+        let stderr = ''
+        child.stdout.on('data', d => { stdout += d })
+        child.stderr.on('data', d => { stderr += d })
+        child.on('close', code => resolve({ code, stdout, stderr }))
+      })
+      const name = CRON_URL.exec(script!)![3]!
+      assert.equal(out.code, 0, `${job.metadata.name}: ${out.stderr}`)
+      const answer = JSON.parse(out.stdout)
+      assert.equal(answer.job, name)
+      assert.equal(answer.ran, true)
+    }
+  })
 
 test('docker-compose.yml runs the same topology: nginx → 3 replicas → PgBouncer (transaction) → Postgres, Redis', () => {
   const compose = parse(readFileSync('docker-compose.yml', 'utf8'))
@@ -192,7 +213,8 @@ test('docker-compose.yml runs the same topology: nginx → 3 replicas → PgBoun
   assert.match(ini, /^pool_mode = transaction$/m)
   assert.match(ini, /^listen_port = 6432$/m)
   assert.match(ini, /^ignore_startup_parameters = .*statement_timeout/m)
-  assert.match(readFileSync('deploy/pgbouncer/userlist.txt', 'utf8'), new RegExp(`^"govula_app" "${decodeURIComponent(new URL(config.DATABASE_URL!).password)}"$`, 'm'))
+  const appPassword = decodeURIComponent(new URL(config.DATABASE_URL!).password)
+  assert.match(readFileSync('deploy/pgbouncer/userlist.txt', 'utf8'), new RegExp(`^"govula_app" "${appPassword}"$`, 'm'))
   assert.match(readFileSync('deploy/postgres-init.sql', 'utf8'), /ALTER ROLE govula_app IN DATABASE govula SET statement_timeout/)
   const nginx = readFileSync('deploy/nginx/nginx.conf', 'utf8')
   assert.match(nginx, new RegExp(`server app:${config.PORT} resolve`))

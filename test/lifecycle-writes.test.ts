@@ -6,9 +6,9 @@ import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
 import type { InjectOptions } from 'fastify'
 import { buildApp } from '../app.js'
-import { adminClient, buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { bearer, loginOperator } from './support/actors.js'
-import { login, signup, type Envelope } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { addMember, bearer, login, loginOperator, signup } from './support/actors.js'
 
 const db = await createTestDatabase()
 const app = await buildTestApp(testConfig(db, { AUTH_RATE_LIMIT_MAX: 10_000, DB_MAX_CONNECTIONS: 10 }))
@@ -29,7 +29,9 @@ const STATES = {
   suspended: { moves: ['active', 'suspended'] },
   cancelled: { moves: ['cancelled'] },
   'trial ended (past due, in grace)': { moves: [], sql: "UPDATE tenants SET trial_ends_at = now() - interval '1 day' WHERE id = $1" },
-  'past due, grace over (suspended)': { moves: ['past_due'], sql: "UPDATE tenants SET grace_ends_at = now() - interval '1 second' WHERE id = $1" }
+  'past due, grace over (suspended)': {
+    moves: ['past_due'], sql: "UPDATE tenants SET grace_ends_at = now() - interval '1 second' WHERE id = $1"
+  }
 } satisfies Record<string, { moves: string[], sql?: string }>
 type State = keyof typeof STATES
 
@@ -49,15 +51,16 @@ const write = (status: number): Record<State, Answer> => ({
 /** What one tenant holds for the walk: an owner, a member to promote, one to remove, a user to add. */
 interface Subject {
   tenantId: string
-  owner: Envelope
-  promoted: Envelope
-  leaver: Envelope
-  outsider: Envelope
+  owner: SessionEnvelope
+  promoted: SessionEnvelope
+  leaver: SessionEnvelope
+  outsider: SessionEnvelope
   recordingId: string
   checkpoint: { body: string, signature: string }
 }
 
-const event = (recordingId: string) => ({ id: randomUUID(), recordingId, type: 'click', occurredAt: new Date().toISOString(), payload: { x: 1 } })
+const event = (recordingId: string) =>
+  ({ id: randomUUID(), recordingId, type: 'click', occurredAt: new Date().toISOString(), payload: { x: 1 } })
 
 /**
  * The expected answer of every tenant route, for a tenant on the pro plan (so that its features
@@ -79,15 +82,23 @@ const ROUTES: Record<string, { request: (s: Subject) => Omit<InjectOptions, 'met
   'GET /api/v1/entitlements': { request: () => ({ url: '/api/v1/entitlements' }), answers: everywhere(ok(200)) },
   'GET /api/v1/entitlements/check': { request: () => ({ url: '/api/v1/entitlements/check?feature=seats' }), answers: everywhere(ok(200)) },
   // A POST that only reads (config.lifecycle: 'read').
-  'POST /api/v1/entitlements/check': { request: () => ({ url: '/api/v1/entitlements/check', payload: { features: ['seats', 'audit_export'] } }), answers: everywhere(ok(200)) },
+  'POST /api/v1/entitlements/check': {
+    request: () => ({ url: '/api/v1/entitlements/check', payload: { features: ['seats', 'audit_export'] } }), answers: everywhere(ok(200))
+  },
   // Governed by its recording_mode gate, which the lifecycle narrows in the same way.
-  'POST /api/v1/recordings/events': { request: s => ({ url: '/api/v1/recordings/events', payload: { events: [event(s.recordingId)] } }), answers: write(202) },
+  'POST /api/v1/recordings/events': {
+    request: s => ({ url: '/api/v1/recordings/events', payload: { events: [event(s.recordingId)] } }), answers: write(202)
+  },
   'GET /api/v1/recordings': { request: () => ({ url: '/api/v1/recordings' }), answers: everywhere(ok(200)) },
-  'GET /api/v1/recordings/:recordingId/events': { request: s => ({ url: `/api/v1/recordings/${s.recordingId}/events` }), answers: everywhere(ok(200)) },
+  'GET /api/v1/recordings/:recordingId/events': {
+    request: s => ({ url: `/api/v1/recordings/${s.recordingId}/events` }), answers: everywhere(ok(200))
+  },
   // The export (audit_export, which a cancelled tenant keeps whatever its plan).
   'GET /api/v1/audit': { request: () => ({ url: '/api/v1/audit' }), answers: everywhere(ok(200)) },
   'GET /api/v1/audit/verify': { request: () => ({ url: '/api/v1/audit/verify' }), answers: everywhere(ok(200)) },
-  'POST /api/v1/audit/verify': { request: s => ({ url: '/api/v1/audit/verify', payload: { checkpoints: [s.checkpoint] } }), answers: everywhere(ok(200)) },
+  'POST /api/v1/audit/verify': {
+    request: s => ({ url: '/api/v1/audit/verify', payload: { checkpoints: [s.checkpoint] } }), answers: everywhere(ok(200))
+  },
   'GET /api/v1/audit/checkpoint': { request: () => ({ url: '/api/v1/audit/checkpoint' }), answers: everywhere(ok(200)) }
 }
 
@@ -131,17 +142,19 @@ async function subjectIn (state: State): Promise<Subject> {
   assert.equal((await asOperator('PUT', `${tenantId}/plan`, { plan: 'pro' })).statusCode, 200)
   const join = async () => {
     const user = await signup(app)
-    const added = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email: user.user.email, role: 'member' } })
+    const added = await addMember(app, owner, user.user.email)
     assert.equal(added.statusCode, 201, added.body)
     const res = await login(app, { email: user.user.email, tenant: tenantId })
     assert.equal(res.statusCode, 200, res.body)
-    return res.json() as Envelope
+    return res.json() as SessionEnvelope
   }
   const promoted = await join()
   const leaver = await join()
   const outsider = await signup(app)
   const recordingId = `rec-${randomUUID()}`
-  const stored = await app.inject({ method: 'POST', url: '/api/v1/recordings/events', headers: bearer(owner), payload: { events: [event(recordingId)] } })
+  const stored = await app.inject({
+    method: 'POST', url: '/api/v1/recordings/events', headers: bearer(owner), payload: { events: [event(recordingId)] }
+  })
   assert.equal(stored.statusCode, 202, stored.body)
   const signed = await app.inject({ url: '/api/v1/audit/checkpoint', headers: bearer(owner) })
   assert.equal(signed.statusCode, 200, signed.body)
@@ -165,18 +178,21 @@ test('the walk covers every route the app declares, and every tenant route has i
   // The guard saw every documented operation (none was declared before it).
   const doc = (await app.inject('/docs/json')).json() as { paths: Record<string, Record<string, unknown>> }
   const documented = Object.entries(doc.paths).flatMap(([path, item]) =>
-    Object.keys(item).filter(m => ['get', 'put', 'post', 'delete', 'patch'].includes(m)).map(m => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`))
+    Object.keys(item).filter(m => ['get', 'put', 'post', 'delete', 'patch'].includes(m))
+      .map(m => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`))
   assert.deepEqual(documented.filter(k => !keys.has(k)), [], 'documented operations the lifecycle guard never saw')
 
   const tenantRoutes = declared.filter(r => r.auth === 'tenant').map(r => `${r.method} ${r.url}`).sort()
-  assert.deepEqual(tenantRoutes, Object.keys(ROUTES).sort(), 'tenant routes and the expected-answer table differ: add the new route to ROUTES and to docs/entitlements.md')
+  assert.deepEqual(tenantRoutes, Object.keys(ROUTES).sort(),
+    'tenant routes and the expected-answer table differ: add the new route to ROUTES and to docs/entitlements.md')
   const otherWrites = Object.fromEntries(declared.filter(r => r.auth !== 'tenant' && !SAFE.has(r.method) && !r.url.startsWith('/docs'))
     .map(r => [`${r.method} ${r.url}`, authName(r.auth)]))
   // A subset: the cron mount exists only when a cron secret is configured.
   assert.deepEqual(Object.entries(otherWrites).filter(([key, auth]) => NOT_TENANT_WRITES[key] !== auth), [],
     'a write outside a tenant that is not in NOT_TENANT_WRITES: is it really not the tenant\'s?')
   // Secure by default: every tenant write is guarded unless it says otherwise.
-  const rules = Object.fromEntries(declared.filter(r => r.auth === 'tenant' && !SAFE.has(r.method)).map(r => [`${r.method} ${r.url}`, r.rule]))
+  const rules = Object.fromEntries(declared.filter(r => r.auth === 'tenant' && !SAFE.has(r.method))
+    .map(r => [`${r.method} ${r.url}`, r.rule]))
   assert.deepEqual(rules, {
     'POST /api/v1/tenant/members': 'write',
     'PATCH /api/v1/tenant/members/:userId': 'write',
@@ -198,30 +214,43 @@ for (const state of Object.keys(STATES) as State[]) {
       const before = await snapshot(subject.tenantId)
       const res = await app.inject({ method, headers: bearer(subject.owner), ...request(subject) })
       const body = res.statusCode === 204 ? {} : res.json() as { code?: string, detail?: string }
-      if (res.statusCode !== expected.status) wrong.push(`${key}: ${res.statusCode} ${res.body.slice(0, 200)}, expected ${expected.status} ${expected.code ?? ''}`)
-      else if (expected.code && body.code !== expected.code) wrong.push(`${key}: code ${body.code}, expected ${expected.code}`)
-      else if (expected.detail && !expected.detail.test(body.detail ?? '')) wrong.push(`${key}: detail ${body.detail}, expected ${expected.detail}`)
+      if (res.statusCode !== expected.status) {
+        wrong.push(`${key}: ${res.statusCode} ${res.body.slice(0, 200)}, expected ${expected.status} ${expected.code ?? ''}`)
+      } else if (expected.code && body.code !== expected.code) {
+        wrong.push(`${key}: code ${body.code}, expected ${expected.code}`)
+      } else if (expected.detail && !expected.detail.test(body.detail ?? '')) {
+        wrong.push(`${key}: detail ${body.detail}, expected ${expected.detail}`)
+      }
       // A refused request, or a read, changed nothing the tenant holds.
       if (expected.status >= 400 || method === 'GET' || key === 'POST /api/v1/entitlements/check' || key === 'POST /api/v1/audit/verify') {
         const after = await snapshot(subject.tenantId)
-        try { assert.deepEqual(after, before) } catch { wrong.push(`${key} (${res.statusCode}) changed ${JSON.stringify(before)} → ${JSON.stringify(after)}`) }
+        try {
+          assert.deepEqual(after, before)
+        } catch {
+          wrong.push(`${key} (${res.statusCode}) changed ${JSON.stringify(before)} → ${JSON.stringify(after)}`)
+        }
       }
     }
     assert.deepEqual(wrong, [], `effective lifecycle ${entitlements.json().lifecycle}`)
 
     // The refused role change above left the role as it was; an allowed one took effect.
-    const { rows: [role] } = await admin.query('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2', [subject.tenantId, subject.promoted.user.id])
+    const { rows: [role] } = await admin.query('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2',
+      [subject.tenantId, subject.promoted.user.id])
     assert.equal(role.role, ROUTES['PATCH /api/v1/tenant/members/:userId']!.answers[state].status === 200 ? 'owner' : 'member')
     // The account's own writes are not the tenant's: a suspended or cancelled tenant's member can still log out.
     const logout = await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(subject.leaver) })
     assert.ok([204, 401].includes(logout.statusCode), `logout: ${logout.statusCode} ${logout.body}`)
-    if (ROUTES['DELETE /api/v1/tenant/members/:userId']!.answers[state].status !== 204) assert.equal(logout.statusCode, 204, 'still a member, so the session was live')
+    if (ROUTES['DELETE /api/v1/tenant/members/:userId']!.answers[state].status !== 204) {
+      assert.equal(logout.statusCode, 204, 'still a member, so the session was live')
+    }
   })
 }
 
 test('the write check is served from the entitlement cache: a warm write reads nothing more', async () => {
   const subject = await subjectIn('active')
-  const promote = (role: string) => app.inject({ method: 'PATCH', url: `/api/v1/tenant/members/${subject.promoted.user.id}`, headers: bearer(subject.owner), payload: { role } })
+  const promote = (role: string) => app.inject({
+    method: 'PATCH', url: `/api/v1/tenant/members/${subject.promoted.user.id}`, headers: bearer(subject.owner), payload: { role }
+  })
   assert.equal((await promote('admin')).statusCode, 200)
   const loads = app.entitlements.stats.loads
   const hits = app.entitlements.stats.hits
@@ -232,7 +261,9 @@ test('the write check is served from the entitlement cache: a warm write reads n
 
 test('a refusal is never cached: a suspended tenant that is reactivated writes at once', async () => {
   const subject = await subjectIn('suspended')
-  const promote = () => app.inject({ method: 'PATCH', url: `/api/v1/tenant/members/${subject.promoted.user.id}`, headers: bearer(subject.owner), payload: { role: 'admin' } })
+  const promote = () => app.inject({
+    method: 'PATCH', url: `/api/v1/tenant/members/${subject.promoted.user.id}`, headers: bearer(subject.owner), payload: { role: 'admin' }
+  })
   const refused = await promote()
   assert.equal(refused.statusCode, 403)
   assert.equal(refused.json().detail, 'tenant is suspended: read-only')
@@ -245,10 +276,13 @@ test('a refusal is never cached: a suspended tenant that is reactivated writes a
 
 test('leaving a suspended tenant is a tenant write too: refused, the membership stays', async () => {
   const subject = await subjectIn('suspended')
-  const leave = await app.inject({ method: 'DELETE', url: `/api/v1/tenant/members/${subject.leaver.user.id}`, headers: bearer(subject.leaver) })
+  const leave = await app.inject({
+    method: 'DELETE', url: `/api/v1/tenant/members/${subject.leaver.user.id}`, headers: bearer(subject.leaver)
+  })
   assert.equal(leave.statusCode, 403)
   assert.equal(leave.json().code, 'ENTITLEMENT_DENIED')
-  const { rowCount } = await admin.query('SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2', [subject.tenantId, subject.leaver.user.id])
+  const { rowCount } = await admin.query('SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2',
+    [subject.tenantId, subject.leaver.user.id])
   assert.equal(rowCount, 1)
 })
 

@@ -5,18 +5,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 import pg from 'pg'
 import { loadMigrations, migrate, MigrationError, MIGRATIONS_DIR, pendingMigrations } from '../db/migrate.js'
-import { buildTestApp, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { tempDir } from './support/harness.js'
-
-async function query<T extends pg.QueryResultRow> (url: string, sql: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url })
-  await c.connect()
-  try {
-    return (await c.query<T>(sql)).rows
-  } finally {
-    await c.end()
-  }
-}
+import { buildTestApp, createTestDatabase, queryOnce, tempDir, testConfig, waitFor } from './support/app.js'
 
 /** A copy of the real migrations plus one whose side effect counts how often it ran. */
 async function migrationsWithCounter () {
@@ -36,7 +25,8 @@ test('applies every migration once and is idempotent', async () => {
   const first = await migrate(db.ownerUrl)
   assert.deepEqual(first, all.map(m => m.file))
   assert.deepEqual(await migrate(db.ownerUrl), [])
-  const rows = await query<{ version: number, checksum: string }>(db.ownerUrl, 'SELECT version, checksum FROM schema_migrations ORDER BY version')
+  const rows = await queryOnce<{ version: number, checksum: string }>(
+    db.ownerUrl, 'SELECT version, checksum FROM schema_migrations ORDER BY version')
   assert.deepEqual(rows.map(r => r.version), all.map(m => m.version))
   assert.deepEqual(rows.map(r => r.checksum), all.map(m => m.checksum))
 })
@@ -47,7 +37,7 @@ test('three concurrent runners apply each migration exactly once', async () => {
   const results = await Promise.all([1, 2, 3].map(() => migrate(db.ownerUrl, undefined, dir)))
   const appliedCounts = results.map(r => r.length).sort()
   assert.deepEqual(appliedCounts.slice(0, 2), [0, 0], 'two runners found nothing left to do')
-  const [{ n }] = await query<{ n: number }>(db.ownerUrl, 'SELECT count(*)::int AS n FROM migration_runs') as [{ n: number }]
+  const [{ n }] = await queryOnce<{ n: number }>(db.ownerUrl, 'SELECT count(*)::int AS n FROM migration_runs') as [{ n: number }]
   assert.equal(n, 1)
 })
 
@@ -69,7 +59,7 @@ test('a failing migration is rolled back whole and not recorded', async () => {
   await cp(MIGRATIONS_DIR, dir, { recursive: true })
   await writeFile(path.join(dir, '9002_broken.sql'), 'CREATE TABLE half_done (id int); SELECT * FROM no_such_table;')
   await assert.rejects(migrate(db.ownerUrl, undefined, dir), /9002_broken\.sql failed: relation "no_such_table" does not exist/)
-  const [{ t }] = await query<{ t: string | null }>(db.ownerUrl, "SELECT to_regclass('half_done')::text AS t") as [{ t: string | null }]
+  const [{ t }] = await queryOnce<{ t: string | null }>(db.ownerUrl, "SELECT to_regclass('half_done')::text AS t") as [{ t: string | null }]
   assert.equal(t, null)
   const client = new pg.Client({ connectionString: db.ownerUrl })
   await client.connect()

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Validator } from '@seriousme/openapi-schema-validator'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
-import { freePort } from './support/harness.js'
-import { bearer, signupTenant } from './support/actors.js'
+import { buildTestApp, captureLogs, createTestDatabase, freePort, testConfig, waitFor } from './support/app.js'
+import { bearer, signup } from './support/actors.js'
 
 const db = await createTestDatabase()
 
@@ -41,7 +40,9 @@ test('OpenAPI: a valid 3.x document at /docs/json, UI at /docs, every operation 
     const ok = Object.entries(op.responses ?? {}).filter(([code]) => /^2/.test(code))
     assert.ok(ok.length > 0, `${key} documents a 2xx response`)
     for (const [code, response] of ok) {
-      if (code !== '204') assert.ok(Object.values((response as any).content ?? {}).some((c: any) => c.schema), `${key} ${code} has a response schema`)
+      if (code !== '204') {
+        assert.ok(Object.values((response as any).content ?? {}).some((c: any) => c.schema), `${key} ${code} has a response schema`)
+      }
     }
     for (const name of path.match(/\{(\w+)\}/g) ?? []) {
       assert.ok(op.parameters?.some((p: any) => p.in === 'path' && `{${p.name}}` === name), `${key} describes ${name}`)
@@ -58,7 +59,7 @@ test('metrics: off by default; on the main port only with METRICS_PUBLIC; on its
   assert.equal((await notPublic.inject('/metrics')).statusCode, 404, 'METRICS_ENABLED alone does not expose the public port')
 
   const app = await buildTestApp(testConfig(db, { METRICS_ENABLED: true, METRICS_PUBLIC: true }))
-  const t = await signupTenant(app)
+  const t = await signup(app)
   await app.inject({ url: '/api/v1/tenant', headers: bearer(t) })
   await app.inject({ url: '/api/v1/entitlements/check?feature=seats', headers: bearer(t) })
   await app.inject({ url: '/api/v1/entitlements/check?feature=seats', headers: bearer(t) })
@@ -67,9 +68,11 @@ test('metrics: off by default; on the main port only with METRICS_PUBLIC; on its
   assert.match(String(res.headers['content-type']), /text\/plain/)
   for (const name of [
     'govula_http_request_duration_seconds_bucket{le="0.001",method="GET",route="/api/v1/tenant",status_code="200"}',
-    'govula_db_pool_connections{state="total"}', 'govula_db_pool_connections{state="idle"}', 'govula_db_pool_connections{state="waiting"}',
-    'govula_entitlement_cache_hits_total', 'govula_entitlement_cache_misses_total', 'govula_entitlement_cache_invalidations_total', 'govula_entitlement_loads_total',
-    'govula_rate_limit_fail_opens_total', 'govula_audit_append_seconds_count', 'govula_ready 1', 'process_cpu_user_seconds_total', 'nodejs_heap_size_used_bytes'
+    'govula_db_pool_connections{state="active"}', 'govula_db_pool_connections{state="idle"}', 'govula_db_pool_waiting_clients',
+    'govula_entitlement_cache_hits_total', 'govula_entitlement_cache_misses_total', 'govula_entitlement_cache_invalidations_total',
+    'govula_entitlement_loads_total',
+    'govula_audit_append_seconds_count', 'govula_ready 1', 'process_cpu_user_seconds_total',
+    'nodejs_heap_size_used_bytes'
   ]) assert.ok(res.body.includes(name), `${name} is exported`)
   assert.match(res.body, /govula_entitlement_cache_hits_total [1-9]/)
 
@@ -86,7 +89,8 @@ test('metrics: off by default; on the main port only with METRICS_PUBLIC; on its
   const clash = await buildTestApp(testConfig(db, { METRICS_ENABLED: true, METRICS_PORT: port, LOG_LEVEL: 'info' }), { logs })
   await clash.listen({ port: 0, host: '127.0.0.1' })
   // onListen hooks run after listen() resolves: poll for the line.
-  await waitFor(() => logs.lines.some(l => l.msg === 'metrics listener failed: no metrics from this instance'), { what: 'the metrics listener error logged' })
+  await waitFor(() => logs.lines.some(l => l.msg === 'metrics listener failed: no metrics from this instance'),
+    { what: 'the metrics listener error logged' })
   const address = clash.server.address() as { port: number }
   assert.equal((await fetch(`http://127.0.0.1:${address.port}/health`)).status, 200)
 })

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
 import { purgeExpiredRecordings, type PurgeDeps } from '../services/recordings.js'
-import { adminClient, buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, loginOperator, recordingTenant } from './support/actors.js'
 
 // A database of its own: the purge walks every tenant in it.
 const db = await createTestDatabase()
@@ -13,28 +14,25 @@ const admin = await adminClient(db)
 
 const DAY = 86_400_000
 
-async function tenantWithRetention (days: number) {
-  const t = await signupTenant(app)
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`,
-    headers: bearer(operator),
-    payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000, recording_retention_days: days }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-  return t
-}
+const tenantWithRetention = (days: number) => recordingTenant(app, operator, { recording_retention_days: days })
 
 /** Records one event per age (in days) through the API; returns their ids, oldest first. */
-async function recordAged (t: Actor, agesInDays: number[]) {
-  const events = agesInDays.map(age => ({ id: randomUUID(), recordingId: 'aged', type: 'tick', occurredAt: new Date(Date.now() - age * DAY).toISOString(), payload: { age } }))
+async function recordAged (t: SessionEnvelope, agesInDays: number[]) {
+  const events = agesInDays.map(age => ({
+    id: randomUUID(),
+    recordingId: 'aged',
+    type: 'tick',
+    occurredAt: new Date(Date.now() - age * DAY).toISOString(),
+    payload: { age }
+  }))
   const res = await app.inject({ method: 'POST', url: '/api/v1/recordings/events', headers: bearer(t), payload: { events } })
   assert.equal(res.statusCode, 202, res.body)
   return events.sort((a, b) => a.occurredAt.localeCompare(b.occurredAt)).map(e => e.id)
 }
 
-async function ages (t: Actor) {
-  const { rows } = await admin.query<{ age: number }>("SELECT (payload->>'age')::float8 AS age FROM recording_events WHERE tenant_id = $1 ORDER BY occurred_at", [t.tenant!.id])
+async function ages (t: SessionEnvelope) {
+  const { rows } = await admin.query<{ age: number }>(
+    "SELECT (payload->>'age')::float8 AS age FROM recording_events WHERE tenant_id = $1 ORDER BY occurred_at", [t.tenant!.id])
   return rows.map(r => r.age)
 }
 

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
 import { createEventBudget, decodeCursor, encodeCursor, prepareBatch } from '../services/recordings.js'
-import { adminClient, buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, loginOperator, recordingTenant, signup } from './support/actors.js'
 
 const db = await createTestDatabase()
 const app = await buildTestApp(testConfig(db))
@@ -13,43 +14,22 @@ const admin = await adminClient(db)
 
 type App = typeof app
 
-/**
- * Grants recording through a running contract (the free plan has none of it). Limits are
- * numbers: the contract route reads null (unlimited) as 0 today (its Integer|Null union
- * coerces null to 0 under coerceTypes).
- */
-async function grant (a: App, op: Actor, tenant: Actor, features: Record<string, unknown> = {}) {
-  const res = await a.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${tenant.tenant!.id}/contract`,
-    headers: bearer(op),
-    payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000, ...features }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-}
-
-async function recordingTenant (a: App = app, op: Actor = operator, features: Record<string, unknown> = {}) {
-  const t = await signupTenant(a)
-  await grant(a, op, t, features)
-  return t
-}
-
 interface Ev { id: string, recordingId: string, type: string, occurredAt: string, payload: Record<string, unknown> }
 const event = (recordingId = 'rec-1', over: Partial<Ev> = {}): Ev =>
   ({ id: randomUUID(), recordingId, type: 'click', occurredAt: new Date().toISOString(), payload: { x: 1 }, ...over })
 const events = (n: number, recordingId = 'rec-1') => Array.from({ length: n }, () => event(recordingId))
 
-const ingest = (actor: Actor, batch: unknown[], a: App = app) =>
+const ingest = (actor: SessionEnvelope, batch: unknown[], a: App = app) =>
   a.inject({ method: 'POST', url: '/api/v1/recordings/events', headers: bearer(actor), payload: { events: batch } })
 
 /** Rows as stored, read as a superuser (past row-level security). */
-async function stored (tenant: Actor) {
+async function stored (tenant: SessionEnvelope) {
   const { rows } = await admin.query<{ id: string }>('SELECT id FROM recording_events WHERE tenant_id = $1', [tenant.tenant!.id])
   return new Set(rows.map(r => r.id))
 }
 
 test('ingest is idempotent: a retried batch stores nothing twice; a mixed batch stores only what is new', async () => {
-  const t = await recordingTenant()
+  const t = await recordingTenant(app, operator)
   const batch = events(5)
   const first = await ingest(t, batch)
   assert.equal(first.statusCode, 202, first.body)
@@ -71,7 +51,7 @@ test('ingest is idempotent: a retried batch stores nothing twice; a mixed batch 
 })
 
 test('a batch violating the schema is refused whole: 400 naming the index and the field', async () => {
-  const t = await recordingTenant()
+  const t = await recordingTenant(app, operator)
   const expectRefused = async (batch: unknown[], field: string) => {
     const res = await ingest(t, batch)
     assert.equal(res.statusCode, 400, res.body)
@@ -116,7 +96,7 @@ test('a batch violating the schema is refused whole: 400 naming the index and th
 })
 
 test('limits: > 500 events is a 400, a body > 512 KiB a 413, a payload > 16 KiB (as UTF-8 JSON) a 400; all configurable', async () => {
-  const t = await recordingTenant()
+  const t = await recordingTenant(app, operator)
   const tooMany = await ingest(t, events(501))
   assert.equal(tooMany.statusCode, 400)
   assert.equal(tooMany.json().errors[0].field, 'body.events')
@@ -140,18 +120,27 @@ test('limits: > 500 events is a 400, a body > 512 KiB a 413, a payload > 16 KiB 
   assert.equal((await ingest(t, batch)).statusCode, 202)
   assert.equal((await stored(t)).size, 503)
 
-  const small = await buildTestApp(testConfig(db, { RECORDING_MAX_BATCH_EVENTS: 3, RECORDING_MAX_BATCH_BYTES: 2048, RECORDING_MAX_PAYLOAD_BYTES: 100 }))
+  const small = await buildTestApp(testConfig(db, {
+    RECORDING_MAX_BATCH_EVENTS: 3,
+    RECORDING_MAX_BATCH_BYTES: 2048,
+    RECORDING_MAX_PAYLOAD_BYTES: 100
+  }))
   const op = await loginOperator(small)
   const s = await recordingTenant(small, op)
   assert.equal((await ingest(s, events(4), small)).json().errors[0].field, 'body.events')
   assert.equal((await ingest(s, [event('r', { payload: { s: 'x'.repeat(100) } })], small)).json().errors[0].field, 'body.events.0.payload')
   assert.equal((await ingest(s, Array.from({ length: 3 }, () => event('r', { payload: { s: 'x'.repeat(90) } })), small)).statusCode, 202)
-  const over = await small.inject({ method: 'POST', url: '/api/v1/recordings/events', headers: { ...bearer(s), 'content-type': 'application/json' }, payload: JSON.stringify({ events: events(3) }) + ' '.repeat(2048) })
+  const over = await small.inject({
+    method: 'POST',
+    url: '/api/v1/recordings/events',
+    headers: { ...bearer(s), 'content-type': 'application/json' },
+    payload: JSON.stringify({ events: events(3) }) + ' '.repeat(2048)
+  })
   assert.equal(over.statusCode, 413)
 })
 
 test('entitlement off: 403 ENTITLEMENT_DENIED, whatever the body; nothing stored', async () => {
-  const free = await signupTenant(app)
+  const free = await signup(app)
   const res = await ingest(free, events(2))
   assert.equal(res.statusCode, 403)
   assert.match(String(res.headers['content-type']), /application\/problem\+json/)
@@ -169,35 +158,37 @@ test('entitlement off: 403 ENTITLEMENT_DENIED, whatever the body; nothing stored
   assert.equal((await app.inject({ method: 'POST', url: '/api/v1/recordings/events', payload: { events: events(1) } })).statusCode, 401)
 })
 
-test('events per minute, counted in events per tenant: 429 problem+json with Retry-After, the batch not stored; the request limit does not apply', async () => {
-  const t = await recordingTenant(app, operator, { recording_events_per_minute: 10, api_requests_per_minute: 2 })
-  const other = await recordingTenant(app, operator, { recording_events_per_minute: 10 })
+test(
+  'events per minute, counted in events per tenant: 429 problem+json with Retry-After, batch not stored; the request limit does not apply',
+  async () => {
+    const t = await recordingTenant(app, operator, { recording_events_per_minute: 10, api_requests_per_minute: 2 })
+    const other = await recordingTenant(app, operator, { recording_events_per_minute: 10 })
 
-  const first = await ingest(t, events(6))
-  assert.equal(first.statusCode, 202)
-  assert.match(String(first.headers.ratelimit), /"recording-events";r=4;t=\d+/)
-  const refused = events(5)
-  const limited = await ingest(t, refused)
-  assert.equal(limited.statusCode, 429, limited.body)
-  assert.match(String(limited.headers['content-type']), /application\/problem\+json/)
-  assert.equal(limited.json().code, 'RATE_LIMITED')
-  const retryAfter = Number(limited.headers['retry-after'])
-  assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${limited.headers['retry-after']}`)
-  assert.match(limited.json().detail, /10 recording events per minute/)
-  const ids = await stored(t)
-  assert.ok(refused.every(e => !ids.has(e.id)), 'the refused batch stored nothing')
+    const first = await ingest(t, events(6))
+    assert.equal(first.statusCode, 202)
+    assert.match(String(first.headers.ratelimit), /"recording-events";r=4;t=\d+/)
+    const refused = events(5)
+    const limited = await ingest(t, refused)
+    assert.equal(limited.statusCode, 429, limited.body)
+    assert.match(String(limited.headers['content-type']), /application\/problem\+json/)
+    assert.equal(limited.json().code, 'RATE_LIMITED')
+    const retryAfter = Number(limited.headers['retry-after'])
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${limited.headers['retry-after']}`)
+    assert.match(limited.json().detail, /10 recording events per minute/)
+    const ids = await stored(t)
+    assert.ok(refused.every(e => !ids.has(e.id)), 'the refused batch stored nothing')
 
-  // Exactly the limit, in three requests: the tenant's 2 requests per minute do not count here.
-  assert.equal((await ingest(t, events(4))).statusCode, 202)
-  assert.equal((await ingest(t, events(1))).statusCode, 429)
-  assert.equal((await stored(t)).size, 10)
+    // Exactly the limit, in three requests: the tenant's 2 requests per minute do not count here.
+    assert.equal((await ingest(t, events(4))).statusCode, 202)
+    assert.equal((await ingest(t, events(1))).statusCode, 429)
+    assert.equal((await stored(t)).size, 10)
 
-  // Another tenant's budget is its own; a batch that can never fit is a 413 (send smaller ones).
-  assert.equal((await ingest(other, events(10))).statusCode, 202)
-  const never = await ingest(other, events(11))
-  assert.equal(never.statusCode, 413)
-  assert.match(never.json().detail, /send smaller batches/)
-})
+    // Another tenant's budget is its own; a batch that can never fit is a 413 (send smaller ones).
+    assert.equal((await ingest(other, events(10))).statusCode, 202)
+    const never = await ingest(other, events(11))
+    assert.equal(never.statusCode, 413)
+    assert.match(never.json().detail, /send smaller batches/)
+  })
 
 test('the budget counts stored events: duplicates are given back; a window per tenant (unit, fake clock)', () => {
   let now = 1_000_000
@@ -227,7 +218,9 @@ test('the budget counts stored events: duplicates are given back; a window per t
 
 test('prepareBatch and the cursor (unit)', () => {
   const now = Date.parse('2025-01-01T00:00:00Z')
-  const ok = prepareBatch([{ id: randomUUID(), recordingId: 'r', type: 't', occurredAt: '2024-12-31T23:00:00.123456+01:00', payload: { a: '"quoted"' } }], { maxPayloadBytes: 100 }, now)
+  const ok = prepareBatch([
+    { id: randomUUID(), recordingId: 'r', type: 't', occurredAt: '2024-12-31T23:00:00.123456+01:00', payload: { a: '"quoted"' } }
+  ], { maxPayloadBytes: 100 }, now)
   assert.ok(ok.ok)
   const [row] = JSON.parse(ok.document)
   assert.equal(row.occurred_at, '2024-12-31T22:00:00.123Z', 'normalised to UTC milliseconds')
@@ -245,7 +238,7 @@ test('prepareBatch and the cursor (unit)', () => {
 })
 
 test('reading: recordings with counts and time range; events in (occurredAt, id) order with a keyset cursor', async () => {
-  const t = await recordingTenant()
+  const t = await recordingTenant(app, operator)
   const base = Date.parse('2025-03-01T10:00:00.000Z')
   const at = (ms: number) => new Date(base + ms).toISOString()
   // Ties on occurredAt are ordered by id.
@@ -272,7 +265,10 @@ test('reading: recordings with counts and time range; events in (occurredAt, id)
   let cursor: string | null = null
   let pages = 0
   do {
-    const res: Awaited<ReturnType<App['inject']>> = await app.inject({ url: `/api/v1/recordings/alpha/events?limit=2${cursor ? `&cursor=${cursor}` : ''}`, headers: bearer(t) })
+    const res: Awaited<ReturnType<App['inject']>> = await app.inject({
+      url: `/api/v1/recordings/alpha/events?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+      headers: bearer(t)
+    })
     assert.equal(res.statusCode, 200, res.body)
     const body = res.json() as { events: Ev[], nextCursor: string | null }
     assert.ok(body.events.length <= 2)
@@ -298,8 +294,8 @@ test('reading: recordings with counts and time range; events in (occurredAt, id)
 })
 
 test('tenant isolation: another tenant cannot list or read a recording (404, never 403); ids are per tenant', async () => {
-  const a = await recordingTenant()
-  const b = await recordingTenant()
+  const a = await recordingTenant(app, operator)
+  const b = await recordingTenant(app, operator)
   const mine = events(3, 'shared-name')
   assert.equal((await ingest(a, mine)).statusCode, 202)
 
@@ -307,7 +303,10 @@ test('tenant isolation: another tenant cannot list or read a recording (404, nev
   const read = await app.inject({ url: '/api/v1/recordings/shared-name/events', headers: bearer(b) })
   assert.equal(read.statusCode, 404)
   assert.equal(read.json().code, 'NOT_FOUND')
-  const withCursor = await app.inject({ url: `/api/v1/recordings/shared-name/events?cursor=${encodeCursor({ at: 0, key: mine[0]!.id })}`, headers: bearer(b) })
+  const withCursor = await app.inject({
+    url: `/api/v1/recordings/shared-name/events?cursor=${encodeCursor({ at: 0, key: mine[0]!.id })}`,
+    headers: bearer(b)
+  })
   assert.equal(withCursor.statusCode, 404)
 
   // B sending A's event ids stores B's own events; A's are untouched.
@@ -320,9 +319,10 @@ test('tenant isolation: another tenant cannot list or read a recording (404, nev
 })
 
 test('reads stay open without recording_mode (a downgraded tenant reads what it recorded)', async () => {
-  const t = await recordingTenant()
+  const t = await recordingTenant(app, operator)
   assert.equal((await ingest(t, events(2, 'kept'))).statusCode, 202)
-  assert.equal((await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })).statusCode, 204)
+  const ended = await app.inject({ method: 'DELETE', url: `/api/v1/operator/tenants/${t.tenant!.id}/contract`, headers: bearer(operator) })
+  assert.equal(ended.statusCode, 204)
   assert.equal((await ingest(t, events(1, 'kept'))).statusCode, 403)
   assert.equal((await app.inject({ url: '/api/v1/recordings/kept/events', headers: bearer(t) })).json().events.length, 2)
 })
@@ -343,7 +343,10 @@ test('GET /recorder.js: public, JavaScript, cacheable with an ETag (304 on a mat
   assert.equal((await app.inject({ url: '/recorder.js', headers: { 'if-none-match': '"stale"' } })).statusCode, 200)
 
   const doc = (await app.inject('/docs/json')).json()
-  for (const [path, method] of [['/api/v1/recordings/events', 'post'], ['/api/v1/recordings', 'get'], ['/api/v1/recordings/{recordingId}/events', 'get']] as const) {
+  const documented = [
+    ['/api/v1/recordings/events', 'post'], ['/api/v1/recordings', 'get'], ['/api/v1/recordings/{recordingId}/events', 'get']
+  ] as const
+  for (const [path, method] of documented) {
     assert.ok(doc.paths[path]?.[method], `${method} ${path} is documented`)
   }
   assert.ok(doc.paths['/recorder.js']?.get?.responses?.['200']?.content?.['text/javascript'], 'documented as a script')

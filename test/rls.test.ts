@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
-import { after, test } from 'node:test'
-import pg from 'pg'
+import { test } from 'node:test'
 import { rlsViolations } from '../infra/database-checks.js'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
+import { buildTestApp, connectClient, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, signup } from './support/actors.js'
 
 const db = await createTestDatabase()
 const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 2 }), {
@@ -19,28 +19,17 @@ const app = await buildTestApp(testConfig(db, { DB_MAX_CONNECTIONS: 2 }), {
   }
 })
 
-async function signup (email: string, tenantName: string) {
-  const res = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: 'correct horse battery', tenantName } })
-  assert.equal(res.statusCode, 201, res.body)
-  return res.json() as { accessToken: string, tenant: { id: string }, user: { id: string } }
-}
-
-const a = await signup('alice@a.example', 'Tenant A')
-const b = await signup('bob@b.example', 'Tenant B')
-
-async function connect (url: string) {
-  const client = new pg.Client({ connectionString: url })
-  client.on('error', () => {}) // the scratch database is dropped WITH (FORCE) at the end
-  await client.connect()
-  after(() => client.end())
-  return client
-}
+const a = await signup(app, { email: 'alice@a.example', tenantName: 'Tenant A' })
+const b = await signup(app, { email: 'bob@b.example', tenantName: 'Tenant B' })
+const aTenant = a.tenant!.id
+const bTenant = b.tenant!.id
 
 test('catalog: every tenant_id table has RLS enabled, forced and a policy; the runtime role is least-privileged', async () => {
-  const admin = await connect(db.adminUrl)
+  const admin = await connectClient(db.adminUrl)
   assert.deepEqual(await rlsViolations(admin), [])
   const { rows: tables } = await admin.query<{ relname: string }>(
-    "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'")
+    "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' " +
+    "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'")
   for (const t of ['memberships', 'auth_sessions']) assert.ok(tables.some(r => r.relname === t), `${t} is a tenant table`)
 
   const { rows: [role] } = await admin.query(`
@@ -52,7 +41,7 @@ test('catalog: every tenant_id table has RLS enabled, forced and a policy; the r
 
 test('catalog check fails when a policy is dropped or RLS is not forced (scratch database)', async () => {
   const scratch = await createTestDatabase()
-  const admin = await connect(scratch.adminUrl)
+  const admin = await connectClient(scratch.adminUrl)
   await admin.query('DROP POLICY tenant_isolation ON memberships')
   await admin.query('ALTER TABLE auth_sessions NO FORCE ROW LEVEL SECURITY')
   await admin.query('CREATE TABLE widgets (id int, tenant_id uuid)')
@@ -71,18 +60,18 @@ test('catalog check fails when a policy is dropped or RLS is not forced (scratch
 })
 
 test('as the runtime role: another tenant is invisible and untouchable; no tenant set sees nothing', async () => {
-  const client = await connect(db.runtimeUrl)
+  const client = await connectClient(db.runtimeUrl)
   await client.query('BEGIN')
-  await client.query(app.db.context.statement({ tenantId: a.tenant.id }))
+  await client.query(app.db.context.statement({ tenantId: aTenant }))
   const seen = await client.query('SELECT tenant_id FROM memberships')
-  assert.deepEqual(seen.rows.map(r => r.tenant_id), [a.tenant.id])
-  assert.equal((await client.query('SELECT 1 FROM memberships WHERE tenant_id = $1', [b.tenant.id])).rowCount, 0)
-  assert.equal((await client.query("UPDATE memberships SET role = 'member' WHERE tenant_id = $1", [b.tenant.id])).rowCount, 0)
-  assert.equal((await client.query('DELETE FROM memberships WHERE tenant_id = $1', [b.tenant.id])).rowCount, 0)
-  assert.equal((await client.query("UPDATE tenants SET name = 'pwned' WHERE id = $1", [b.tenant.id])).rowCount, 0)
-  assert.equal((await client.query('SELECT 1 FROM auth_sessions WHERE tenant_id = $1', [b.tenant.id])).rowCount, 0)
+  assert.deepEqual(seen.rows.map(r => r.tenant_id), [aTenant])
+  assert.equal((await client.query('SELECT 1 FROM memberships WHERE tenant_id = $1', [bTenant])).rowCount, 0)
+  assert.equal((await client.query("UPDATE memberships SET role = 'member' WHERE tenant_id = $1", [bTenant])).rowCount, 0)
+  assert.equal((await client.query('DELETE FROM memberships WHERE tenant_id = $1', [bTenant])).rowCount, 0)
+  assert.equal((await client.query("UPDATE tenants SET name = 'pwned' WHERE id = $1", [bTenant])).rowCount, 0)
+  assert.equal((await client.query('SELECT 1 FROM auth_sessions WHERE tenant_id = $1', [bTenant])).rowCount, 0)
   await assert.rejects(
-    client.query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')", [b.tenant.id, a.user.id]),
+    client.query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')", [bTenant, a.user.id]),
     /row-level security/)
   await client.query('ROLLBACK')
 
@@ -91,9 +80,9 @@ test('as the runtime role: another tenant is invisible and untouchable; no tenan
     assert.equal((await client.query(`SELECT 1 FROM ${table}`)).rowCount, 0, table)
   }
   // And B's rows really are there (seen as the superuser).
-  const admin = await connect(db.adminUrl)
-  assert.equal((await admin.query('SELECT 1 FROM memberships WHERE tenant_id = $1', [b.tenant.id])).rowCount, 1)
-  assert.equal((await admin.query('SELECT name FROM tenants WHERE id = $1', [b.tenant.id])).rows[0].name, 'Tenant B')
+  const admin = await connectClient(db.adminUrl)
+  assert.equal((await admin.query('SELECT 1 FROM memberships WHERE tenant_id = $1', [bTenant])).rowCount, 1)
+  assert.equal((await admin.query('SELECT name FROM tenants WHERE id = $1', [bTenant])).rows[0].name, 'Tenant B')
 })
 
 test('10,000 requests alternating tenants on a pool of 2, with failures mid-transaction: never a row of another tenant', async () => {
@@ -109,7 +98,7 @@ test('10,000 requests alternating tenants on a pool of 2, with failures mid-tran
       const i = next++
       const caller = callers[i % 2]!
       const fail = i % 7 === 0
-      const res = await app.inject({ url: `/test/visible-members${fail ? '?fail=1' : ''}`, headers: { authorization: `Bearer ${caller.accessToken}` } })
+      const res = await app.inject({ url: `/test/visible-members${fail ? '?fail=1' : ''}`, headers: bearer(caller) })
       if (fail) {
         assert.equal(res.statusCode, 500)
         failedAsPlanned++
@@ -118,7 +107,7 @@ test('10,000 requests alternating tenants on a pool of 2, with failures mid-tran
       assert.equal(res.statusCode, 200, res.body)
       const { tenants } = res.json() as { tenants: string[] }
       served++
-      if (tenants.length !== 1 || tenants[0] !== caller.tenant.id) leaks++
+      if (tenants.length !== 1 || tenants[0] !== caller.tenant!.id) leaks++
     }
   }))
   assert.equal(leaks, 0)

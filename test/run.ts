@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import path from 'node:path'
-import { startTestCluster } from './support/harness.js'
+import { startTestCluster } from './support/app.js'
 
 const files = process.argv.slice(2).length > 0
   ? process.argv.slice(2)
@@ -14,7 +14,8 @@ const files = process.argv.slice(2).length > 0
 
 const started = Date.now()
 const cluster = await startTestCluster(process.env.TEST_DATABASE_URL)
-console.log(`# postgres ready for tests in ${Date.now() - started} ms (${process.env.TEST_DATABASE_URL ? 'TEST_DATABASE_URL' : 'embedded'})`)
+const source = process.env.TEST_DATABASE_URL ? 'TEST_DATABASE_URL' : 'embedded'
+console.log(`# postgres ready for tests in ${Date.now() - started} ms (${source})`)
 
 const child = spawn(process.execPath, [
   '--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`, ...files

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { test } from 'node:test'
 import { ConfigError, loadConfig } from '../config.js'
-import { adminClient, buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { bearer, loginOperator, signupTenant, type Actor } from './support/actors.js'
-import { PASSWORD, login, uniqueEmail } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { addMember, bearer, login, loginOperator, PASSWORD, setTenantLimit, signup, uniqueEmail } from './support/actors.js'
 import { startTestRedis } from './support/redis.js'
-import { setContract } from './support/faults.js'
 import { chromiumMissing, launchChromium } from './support/browser.js'
 
 // The edge of the service as an attacker meets it: who the client is (X-Forwarded-For), which
@@ -20,25 +19,22 @@ const BALANCER = '10.0.0.5'
 const viaBalancer = (clientHeader: string | null, client: string) =>
   ({ remoteAddress: BALANCER, headers: { 'x-forwarded-for': clientHeader ? `${clientHeader}, ${client}` : client } })
 
-/** The tenant's api_requests_per_minute, set through an operator contract. */
-const setTenantLimit = (app: App, operator: Actor, tenantId: string, perMinute: number) =>
-  setContract(app, operator, tenantId, { api_requests_per_minute: perMinute })
-
-async function addMember (app: App, owner: Actor): Promise<Actor> {
+/** A fresh user made a member of `owner`'s tenant, logged in there. */
+async function newMember (app: App, owner: SessionEnvelope): Promise<SessionEnvelope> {
   const email = uniqueEmail('member')
-  const other = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: 'Elsewhere' } })
-  assert.equal(other.statusCode, 201, other.body)
-  const added = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email, role: 'member' } })
+  await signup(app, { email, tenantName: 'Elsewhere' })
+  const added = await addMember(app, owner, email)
   assert.equal(added.statusCode, 201, added.body)
   const res = await login(app, { email, tenant: owner.tenant!.id })
   assert.equal(res.statusCode, 200, res.body)
-  return res.json() as Actor
+  return res.json() as SessionEnvelope
 }
 
 test('TRUST_PROXY: true is refused with the reason and the fix; hop counts and address lists are accepted', () => {
   for (const raw of ['true', 'TRUE', 'yes']) {
     assert.throws(() => loadConfig({ TRUST_PROXY: raw }), (err: unknown) => err instanceof ConfigError && err.variable === 'TRUST_PROXY' &&
-      /leftmost X-Forwarded-For entry, which the client writes/.test(err.message) && /TRUST_PROXY=1/.test(err.message) && /CIDR/.test(err.message))
+      /leftmost X-Forwarded-For entry, which the client writes/.test(err.message) && /TRUST_PROXY=1/.test(err.message) &&
+      /CIDR/.test(err.message))
   }
   assert.throws(() => loadConfig({}, { TRUST_PROXY: true as never }), /must not be true/)
   assert.equal(loadConfig({}).TRUST_PROXY, false)
@@ -49,7 +45,8 @@ test('TRUST_PROXY: true is refused with the reason and the fix; hop counts and a
   assert.equal(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1 ,fd00::/8' }).TRUST_PROXY, '10.0.0.0/8,127.0.0.1,fd00::/8')
   assert.equal(loadConfig({ TRUST_PROXY: 'loopback' }).TRUST_PROXY, 'loopback')
   for (const bad of ['10.0.0.0/33', 'proxy.internal', '10.0.0.1,<script>', '-1', '99']) {
-    assert.throws(() => loadConfig({ TRUST_PROXY: bad }), (err: unknown) => err instanceof ConfigError && err.variable === 'TRUST_PROXY', bad)
+    assert.throws(() => loadConfig({ TRUST_PROXY: bad }), (err: unknown) => err instanceof ConfigError && err.variable === 'TRUST_PROXY',
+      bad)
   }
 })
 
@@ -57,28 +54,46 @@ for (const trust of [1, `${BALANCER.replace(/\.\d+$/, '.0')}/24`] as const) {
   test(`TRUST_PROXY=${trust} behind an appending balancer: a rotating client-written X-Forwarded-For buys no new budget`, async () => {
     // The per-client failed-password limit (docs/auth.md) would answer first: this is about the per-IP one.
     const app = await buildTestApp(testConfig(db, { TRUST_PROXY: trust, LOGIN_MAX_FAILURES_PER_CLIENT: 1000 }))
-    const owner = await signupTenant(app)
+    const owner = await signup(app)
     const codes: number[] = []
     for (let i = 1; i <= 30; i++) {
-      const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', ...viaBalancer(`198.51.100.${i}`, '192.0.2.10'), payload: { email: owner.user.email, password: 'wrong password' } })
+      const res = await app.inject({
+        method: 'POST',
+        url: '/api/v1/auth/login',
+        ...viaBalancer(`198.51.100.${i}`, '192.0.2.10'),
+        payload: { email: owner.user.email, password: 'wrong password' }
+      })
       codes.push(res.statusCode)
     }
     assert.deepEqual(codes, [...Array(20).fill(401), ...Array(10).fill(429)], 'the per-IP credential limit (20) counts the real client hop')
     // Another client behind the same balancer has a budget of its own.
-    const other = await app.inject({ method: 'POST', url: '/api/v1/auth/login', ...viaBalancer('192.0.2.10', '192.0.2.11'), payload: { email: owner.user.email, password: PASSWORD } })
+    const other = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      ...viaBalancer('192.0.2.10', '192.0.2.11'),
+      payload: { email: owner.user.email, password: PASSWORD }
+    })
     assert.equal(other.statusCode, 200, other.body)
-    const { rows: [row] } = await admin.query("SELECT data FROM audit_log WHERE tenant_id = $1 AND action = 'auth.login' ORDER BY seq DESC LIMIT 1", [owner.tenant!.id])
+    const { rows: [row] } = await admin.query(
+      "SELECT data FROM audit_log WHERE tenant_id = $1 AND action = 'auth.login' ORDER BY seq DESC LIMIT 1", [owner.tenant!.id])
     assert.equal(row.data.ip, '192.0.2.11', 'the audit row names the hop the balancer saw')
   })
 }
 
 test('X-Forwarded-For text that is no address never becomes the client IP: the audit row has the peer address', async () => {
   const app = await buildTestApp(testConfig(db, { TRUST_PROXY: 1 }))
-  const owner = await signupTenant(app)
+  const owner = await signup(app)
   for (const garbage of ['<script>alert(1)</script>', '198.51.100.7, <script>x</script>', 'fe80::1%<x>', 'tenant:1']) {
-    const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', remoteAddress: BALANCER, headers: { 'x-forwarded-for': garbage }, payload: { email: owner.user.email, password: PASSWORD } })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      remoteAddress: BALANCER,
+      headers: { 'x-forwarded-for': garbage },
+      payload: { email: owner.user.email, password: PASSWORD }
+    })
     assert.equal(res.statusCode, 200, res.body)
-    const { rows: [row] } = await admin.query("SELECT data FROM audit_log WHERE tenant_id = $1 AND action = 'auth.login' ORDER BY seq DESC LIMIT 1", [owner.tenant!.id])
+    const { rows: [row] } = await admin.query(
+      "SELECT data FROM audit_log WHERE tenant_id = $1 AND action = 'auth.login' ORDER BY seq DESC LIMIT 1", [owner.tenant!.id])
     assert.equal(row.data.ip, BALANCER, `${garbage} is replaced by the peer address`)
     assert.ok(net.isIP(row.data.ip))
   }
@@ -87,9 +102,11 @@ test('X-Forwarded-For text that is no address never becomes the client IP: the a
 test('Redis: an IP-ish value of tenant:<victim> or account:<email> spends no other kind of budget', async (t) => {
   const redis = await startTestRedis(t)
   if (!redis) return
-  const app = await buildTestApp(testConfig(db, { REDIS_URL: redis.url, TRUST_PROXY: 1, RATE_LIMIT_MAX: 100_000, REDIS_COMMAND_TIMEOUT_MS: 2000 }))
+  const app = await buildTestApp(testConfig(db, {
+    REDIS_URL: redis.url, TRUST_PROXY: 1, RATE_LIMIT_MAX: 100_000, REDIS_COMMAND_TIMEOUT_MS: 2000
+  }))
   const operator = await loginOperator(app)
-  const victim = await signupTenant(app)
+  const victim = await signup(app)
   await setTenantLimit(app, operator, victim.tenant!.id, 20)
   for (const value of [`tenant:${victim.tenant!.id}`, `account:${victim.user.email}`]) {
     for (let i = 0; i < 25; i++) {
@@ -106,16 +123,21 @@ for (const withRedis of [false, true]) {
   test(`one member cannot spend more than its share of the tenant budget${withRedis ? ' (Redis, two replicas)' : ''}`, async (t) => {
     const redis = withRedis ? await startTestRedis(t) : null
     if (withRedis && !redis) return
-    const config = testConfig(db, { ...(redis ? { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: 2000 } : {}), TENANT_RATE_LIMIT_USER_SHARE: 40 })
+    const config = testConfig(db, {
+      ...(redis ? { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: 2000 } : {}),
+      TENANT_RATE_LIMIT_USER_SHARE: 40
+    })
     const apps = withRedis ? [await buildTestApp(config), await buildTestApp(config)] : [await buildTestApp(config)]
     const app = apps[0]!
     const operator = await loginOperator(app)
-    const owner = await signupTenant(app)
-    const member = await addMember(app, owner)
-    const second = await addMember(app, owner)
+    const owner = await signup(app)
+    const member = await newMember(app, owner)
+    const second = await newMember(app, owner)
     await setTenantLimit(app, operator, owner.tenant!.id, 20)
     const codes: number[] = []
-    for (let i = 0; i < 30; i++) codes.push((await apps[i % apps.length]!.inject({ url: '/api/v1/tenant', headers: bearer(member) })).statusCode)
+    const read = async (i: number, actor: SessionEnvelope) =>
+      (await apps[i % apps.length]!.inject({ url: '/api/v1/tenant', headers: bearer(actor) })).statusCode
+    for (let i = 0; i < 30; i++) codes.push(await read(i, member))
     assert.deepEqual(codes, [...Array(8).fill(200), ...Array(22).fill(429)], '40 % of 20')
     const refused = await app.inject({ url: '/api/v1/tenant', headers: bearer(member) })
     assert.match(String(refused.headers['ratelimit-policy']), /"user";q=8;w=60/)
@@ -124,10 +146,10 @@ for (const withRedis of [false, true]) {
     // member's refused requests spent nothing of the tenant's budget: 8 + 8 admitted, so a
     // second member finds the last 4.
     const ownerCodes: number[] = []
-    for (let i = 0; i < 7; i++) ownerCodes.push((await apps[i % apps.length]!.inject({ url: '/api/v1/tenant', headers: bearer(owner) })).statusCode)
+    for (let i = 0; i < 7; i++) ownerCodes.push(await read(i, owner))
     assert.deepEqual(ownerCodes, [...Array(6).fill(200), 429])
     const secondCodes: number[] = []
-    for (let i = 0; i < 6; i++) secondCodes.push((await apps[i % apps.length]!.inject({ url: '/api/v1/tenant', headers: bearer(second) })).statusCode)
+    for (let i = 0; i < 6; i++) secondCodes.push(await read(i, second))
     assert.deepEqual(secondCodes, [200, 200, 200, 200, 429, 429])
     const spent = await app.inject({ url: '/api/v1/tenant', headers: bearer(second) })
     assert.match(spent.json().detail, /tenant limit of 20/)
@@ -136,7 +158,7 @@ for (const withRedis of [false, true]) {
 
 test('headers: nosniff, no framing, HSTS and a CSP that loads nothing on JSON answers, errors and 404s; no-store on the API', async () => {
   const app = await buildTestApp(testConfig(db))
-  const owner = await signupTenant(app)
+  const owner = await signup(app)
   const answers = {
     json: await app.inject({ url: '/api/v1/tenant', headers: bearer(owner) }),
     error: await app.inject({ url: '/api/v1/tenant' }),
@@ -153,9 +175,13 @@ test('headers: nosniff, no framing, HSTS and a CSP that loads nothing on JSON an
   for (const name of ['json', 'error', 'notFound'] as const) assert.equal(answers[name].headers['cache-control'], 'no-store', name)
   // Every answer carrying tokens: signup, login, refresh.
   const email = uniqueEmail()
-  const signedUp = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: 'Cache' } })
+  const signedUp = await app.inject({
+    method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: 'Cache' }
+  })
   const loggedIn = await login(app, { email })
-  const refreshed = await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken: loggedIn.json().refreshToken } })
+  const refreshed = await app.inject({
+    method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken: loggedIn.json().refreshToken }
+  })
   for (const res of [signedUp, loggedIn, refreshed]) {
     assert.ok(res.statusCode < 300, res.body)
     assert.ok(res.json().accessToken)
@@ -167,7 +193,7 @@ test('headers: nosniff, no framing, HSTS and a CSP that loads nothing on JSON an
 
 test('401s name the Bearer scheme: no error code without a token, error="invalid_token" for a bad or revoked one', async () => {
   const app = await buildTestApp(testConfig(db))
-  const owner = await signupTenant(app)
+  const owner = await signup(app)
   const missing = await app.inject({ url: '/api/v1/tenant' })
   assert.equal(missing.statusCode, 401)
   assert.equal(missing.headers['www-authenticate'], 'Bearer')
@@ -193,10 +219,14 @@ test('metrics stay off the public port unless METRICS_PUBLIC asks for them', asy
 test('wrong cron secrets: 5 per minute per IP, then 429 even for the right one; another IP and other budgets are untouched', async (t) => {
   for (const redis of [null, await startTestRedis(t)]) {
     const app = await buildTestApp(testConfig(db, {
-      ENABLE_INTERNAL_CRON: true, CRON_SECRET: 'the right secret', ...(redis ? { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: 2000 } : {})
+      ENABLE_INTERNAL_CRON: true,
+      CRON_SECRET: 'the right secret',
+      ...(redis ? { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: 2000 } : {})
     }))
     const cron = (secret: string, remoteAddress = '203.0.113.50') =>
-      app.inject({ method: 'POST', url: '/api/internal/cron/purge-sessions', remoteAddress, headers: { authorization: `Bearer ${secret}` } })
+      app.inject({
+        method: 'POST', url: '/api/internal/cron/purge-sessions', remoteAddress, headers: { authorization: `Bearer ${secret}` }
+      })
     const codes: number[] = []
     for (let i = 0; i < 7; i++) codes.push((await cron(`guess ${i}`)).statusCode)
     assert.deepEqual(codes, [401, 401, 401, 401, 401, 429, 429], redis ? 'redis' : 'memory')
@@ -225,7 +255,8 @@ test('/docs: Swagger UI renders every operation in Chromium under its CSP, with 
   const page0 = await app.inject('/docs/')
   assert.match(String(page0.headers['content-security-policy']), /default-src 'none'.*frame-ancestors 'none'/)
   assert.equal(page0.headers['x-frame-options'], 'DENY')
-  const operations = Object.values((await app.inject('/docs/json')).json().paths as Record<string, object>).reduce((n: number, ops) => n + Object.keys(ops).length, 0)
+  const operations = Object.values((await app.inject('/docs/json')).json().paths as Record<string, object>)
+    .reduce((n: number, ops) => n + Object.keys(ops).length, 0)
 
   const browser = await launchChromium()
   t.after(() => browser.close())
@@ -233,7 +264,8 @@ test('/docs: Swagger UI renders every operation in Chromium under its CSP, with 
   const violations: string[] = []
   page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()) })
   await page.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => console.error(`Refused to load: CSP ${e.violatedDirective} ${e.blockedURI}`))
+    document.addEventListener('securitypolicyviolation', (e) =>
+      console.error(`Refused to load: CSP ${e.violatedDirective} ${e.blockedURI}`))
   })
   const failed: string[] = []
   page.on('requestfailed', (r) => failed.push(r.url()))

@@ -4,8 +4,7 @@ import { rm } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { after, test } from 'node:test'
-import { waitFor } from './helper.js'
-import { freePort, tempDir } from './support/harness.js'
+import { freePort, tempDir, waitFor } from './support/app.js'
 import { spawnServer } from './support/server-process.js'
 
 // The process as `npm start` runs it: no DATABASE_URL, so an embedded PostgreSQL under DATA_DIR.

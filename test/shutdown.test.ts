@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { test } from 'node:test'
 import { gracefulClose } from '../app.js'
-import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './helper.js'
+import { buildTestApp, captureLogs, createTestDatabase, testConfig, waitFor } from './support/app.js'
 
 const db = await createTestDatabase()
 

@@ -1,20 +1,22 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
-import { buildTestApp, createTestDatabase, testConfig } from './helper.js'
-import { adminClient, assertProblem, bearer, login, signup, tenantStatus, uniqueEmail, type Envelope } from './support/identity.js'
+import type { SessionEnvelope } from '../services/accounts.js'
+import { adminClient, buildTestApp, createTestDatabase, testConfig } from './support/app.js'
+import { bearer, login, signup, tenantStatus, uniqueEmail } from './support/actors.js'
+import { assertProblem } from './support/assertions.js'
 
 const db = await createTestDatabase()
 const app = await buildTestApp(testConfig(db, { AUTH_RATE_LIMIT_MAX: 10_000, DB_MAX_CONNECTIONS: 10 }))
 const admin = await adminClient(db)
 
 type Role = 'owner' | 'admin' | 'member'
-const members = (actor: Envelope) => app.inject({ url: '/api/v1/tenant/members', headers: bearer(actor) })
-const add = (actor: Envelope, email: string, role: Role) =>
+const members = (actor: SessionEnvelope) => app.inject({ url: '/api/v1/tenant/members', headers: bearer(actor) })
+const add = (actor: SessionEnvelope, email: string, role: Role) =>
   app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(actor), payload: { email, role } })
-const patch = (actor: Envelope, userId: string, role: Role) =>
+const patch = (actor: SessionEnvelope, userId: string, role: Role) =>
   app.inject({ method: 'PATCH', url: `/api/v1/tenant/members/${userId}`, headers: bearer(actor), payload: { role } })
-const remove = (actor: Envelope, userId: string) =>
+const remove = (actor: SessionEnvelope, userId: string) =>
   app.inject({ method: 'DELETE', url: `/api/v1/tenant/members/${userId}`, headers: bearer(actor) })
 
 /** A tenant with an owner, plus users of the given roles, each with a session in it. */
@@ -22,13 +24,13 @@ async function team (...roles: Role[]) {
   const owner = await signup(app)
   // Pro's 25 seats, so that role tests are not about seats (the free plan has 3).
   await admin.query("UPDATE tenants SET plan = 'pro' WHERE id = $1", [owner.tenant!.id])
-  const people: Envelope[] = []
+  const people: SessionEnvelope[] = []
   for (const role of roles) {
     const user = await signup(app)
     assert.equal((await add(owner, user.user.email, role)).statusCode, 201)
     const res = await login(app, { email: user.user.email, tenant: owner.tenant!.id })
     assert.equal(res.statusCode, 200, res.body)
-    people.push(res.json() as Envelope)
+    people.push(res.json() as SessionEnvelope)
   }
   return { owner, people }
 }
@@ -61,7 +63,7 @@ test('members: list, add (201, the user must exist), duplicates 409, unknown ema
   assertProblem(await add(owner, alice.user.email, 'member'), 409, 'CONFLICT')
   assertProblem(await add(owner, uniqueEmail('nobody'), 'member'), 404, 'NOT_FOUND')
   // The new member can log into it and sees the same list.
-  const inTenant = (await login(app, { email: alice.user.email, tenant: owner.tenant!.slug })).json() as Envelope
+  const inTenant = (await login(app, { email: alice.user.email, tenant: owner.tenant!.slug })).json() as SessionEnvelope
   assert.equal(inTenant.tenant!.role, 'admin')
   assert.equal((await members(inTenant)).json().members.length, 2)
 })
@@ -109,7 +111,8 @@ test('two owners removing each other at once: one succeeds, the other is refused
     // The loser is refused as the last owner (409), or, removed already, no longer authenticated (401).
     const codes = results.map(r => r.statusCode).sort().join(',')
     assert.ok(codes === '204,409' || codes === '204,401', `${codes}: ${results.map(r => r.body).join(' | ')}`)
-    const { rows } = await admin.query("SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'", [owner.tenant!.id])
+    const { rows } = await admin.query("SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+      [owner.tenant!.id])
     assert.equal(rows[0].n, 1)
   }
 })
@@ -119,7 +122,8 @@ test('two owners demoting each other at once: one owner is always left, never a 
     const { owner, people: [other] } = await team('owner')
     const results = await Promise.all([patch(owner, other!.user.id, 'member'), patch(other!, owner.user.id, 'member')])
     assert.ok(results.every(r => r.statusCode < 500), results.map(r => r.body).join(' | '))
-    const { rows } = await admin.query("SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'", [owner.tenant!.id])
+    const { rows } = await admin.query("SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+      [owner.tenant!.id])
     assert.equal(rows[0].n, 1)
   }
 })
@@ -134,7 +138,8 @@ test('another tenant\'s member id, an unknown id or a non-UUID is 404, never 403
   }
   for (const id of [foreign.user.id, randomUUID()]) assertProblem(await patch(owner, id, 'admin'), 404, 'NOT_FOUND')
   assert.equal(await tenantStatus(app, foreign), 200, 'the foreign owner is untouched')
-  const { rows } = await admin.query('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2', [foreign.tenant!.id, foreign.user.id])
+  const { rows } = await admin.query('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2',
+    [foreign.tenant!.id, foreign.user.id])
   assert.equal(rows[0].role, 'owner')
 })
 
@@ -152,29 +157,39 @@ test('a removed member\'s session stops working at once; a member may leave by t
 
 test('member routes validate their input', async () => {
   const owner = await signup(app)
-  const bad = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email: 'not-an-email', role: 'member' } })
+  const bad = await app.inject({
+    method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email: 'not-an-email', role: 'member' }
+  })
   assert.equal(assertProblem(bad, 400, 'VALIDATION_FAILED').errors![0]!.field, 'body.email')
-  const role = await app.inject({ method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email: owner.user.email, role: 'superuser' } })
+  const role = await app.inject({
+    method: 'POST', url: '/api/v1/tenant/members', headers: bearer(owner), payload: { email: owner.user.email, role: 'superuser' }
+  })
   assert.equal(assertProblem(role, 400, 'VALIDATION_FAILED').errors![0]!.field, 'body.role')
-  const extra = await app.inject({ method: 'PATCH', url: `/api/v1/tenant/members/${owner.user.id}`, headers: bearer(owner), payload: { role: 'owner', tenantId: randomUUID() } })
+  const extra = await app.inject({
+    method: 'PATCH',
+    url: `/api/v1/tenant/members/${owner.user.id}`,
+    headers: bearer(owner),
+    payload: { role: 'owner', tenantId: randomUUID() }
+  })
   assert.equal(assertProblem(extra, 400, 'VALIDATION_FAILED').errors![0]!.field, 'body.tenantId')
 })
 
-test('the plan\'s seats limit members: the free plan\'s 3rd seat is the last, concurrent adds cannot overshoot it; pro has more', async () => {
-  const owner = await signup(app) // free: 3 seats
-  const first = await signup(app)
-  assert.equal((await add(owner, first.user.email, 'member')).statusCode, 201) // 2 of 3
-  const candidates = await Promise.all([1, 2, 3, 4].map(() => signup(app)))
-  // Four adds at once for the one seat left: exactly one gets it.
-  const results = await Promise.all(candidates.map(c => add(owner, c.user.email, 'member')))
-  assert.deepEqual(results.map(r => r.statusCode).sort(), [201, 403, 403, 403])
-  const refused = results.find(r => r.statusCode === 403)!
-  assertProblem(refused, 403, 'ENTITLEMENT_DENIED')
-  assert.match(refused.json().detail, /seats/)
-  assert.equal((await members(owner)).json().members.length, 3)
-  // On pro (25 seats) the next one is welcome.
-  await admin.query("UPDATE tenants SET plan = 'pro' WHERE id = $1", [owner.tenant!.id])
-  app.entitlements.events.emit('entitlement.changed', { tenantId: owner.tenant!.id })
-  const late = results.findIndex(r => r.statusCode === 403)
-  assert.equal((await add(owner, candidates[late]!.user.email, 'member')).statusCode, 201)
-})
+test(
+  'the plan\'s seats limit members: the free plan\'s 3rd seat is the last, concurrent adds cannot overshoot it; pro has more', async () => {
+    const owner = await signup(app) // free: 3 seats
+    const first = await signup(app)
+    assert.equal((await add(owner, first.user.email, 'member')).statusCode, 201) // 2 of 3
+    const candidates = await Promise.all([1, 2, 3, 4].map(() => signup(app)))
+    // Four adds at once for the one seat left: exactly one gets it.
+    const results = await Promise.all(candidates.map(c => add(owner, c.user.email, 'member')))
+    assert.deepEqual(results.map(r => r.statusCode).sort(), [201, 403, 403, 403])
+    const refused = results.find(r => r.statusCode === 403)!
+    assertProblem(refused, 403, 'ENTITLEMENT_DENIED')
+    assert.match(refused.json().detail, /seats/)
+    assert.equal((await members(owner)).json().members.length, 3)
+    // On pro (25 seats) the next one is welcome.
+    await admin.query("UPDATE tenants SET plan = 'pro' WHERE id = $1", [owner.tenant!.id])
+    app.entitlements.events.emit('entitlement.changed', { tenantId: owner.tenant!.id })
+    const late = results.findIndex(r => r.statusCode === 403)
+    assert.equal((await add(owner, candidates[late]!.user.email, 'member')).statusCode, 201)
+  })

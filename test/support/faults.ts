@@ -1,19 +1,6 @@
 // Helpers shared by the fault tests (test/faults-*.test.ts).
-import assert from 'node:assert/strict'
 import type net from 'node:net'
 import type { App } from '../../app.js'
-import { bearer, type Actor } from './actors.js'
-
-/** Gives a tenant a running operator contract with these features (for an hour). */
-export async function setContract (app: App, operator: Actor, tenantId: string, features: Record<string, unknown>) {
-  const res = await app.inject({
-    method: 'PUT',
-    url: `/api/v1/operator/tenants/${tenantId}/contract`,
-    headers: bearer(operator),
-    payload: { features, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 3_600_000).toISOString() }
-  })
-  assert.equal(res.statusCode, 200, res.body)
-}
 
 /** What a load generator saw of one request. */
 export interface Outcome {
@@ -57,7 +44,15 @@ export async function call (base: string, kind: string, init: RequestInit & { ur
     const text = await res.text()
     let code: string | undefined
     try { code = (JSON.parse(text) as { code?: string }).code } catch {}
-    return { kind, sentAt, doneAt: Date.now(), status: res.status, contentType: res.headers.get('content-type') ?? '', code, retryAfter: res.headers.get('retry-after') ?? undefined }
+    return {
+      kind,
+      sentAt,
+      doneAt: Date.now(),
+      status: res.status,
+      contentType: res.headers.get('content-type') ?? '',
+      code,
+      retryAfter: res.headers.get('retry-after') ?? undefined
+    }
   } catch (err) {
     return { kind, sentAt, doneAt: Date.now(), status: 0, contentType: '', error: (err as Error).name }
   }

@@ -45,7 +45,8 @@ export function operationsOf (document: any): Operation[] {
   for (const [path, item] of Object.entries<any>(doc.paths)) {
     for (const [method, op] of Object.entries<any>(item)) {
       if (!['get', 'put', 'post', 'delete', 'patch'].includes(method)) continue
-      const parameters: Parameter[] = (op.parameters ?? []).map((p: any) => ({ name: p.name, in: p.in, required: p.required === true, schema: p.schema ?? {} }))
+      const parameters: Parameter[] = (op.parameters ?? [])
+        .map((p: any) => ({ name: p.name, in: p.in, required: p.required === true, schema: p.schema ?? {} }))
       const responses = new Map<number, { mediaType: string, schema: Schema } | null>()
       for (const [status, response] of Object.entries<any>(op.responses ?? {})) {
         const [mediaType, content] = Object.entries<any>(response.content ?? {})[0] ?? []
@@ -73,7 +74,11 @@ export type Hints = (where: string) => fc.Arbitrary<unknown> | undefined
 
 // Strings that have broken services before: NUL (Postgres refuses it in text), a lone
 // surrogate (invalid in jsonb), SQL and path syntax, look-alike whitespace, long runs.
-const NASTY = ['', ' ', '\u0000', 'a\u0000b', '\ud800', '\udfff x', '\u202e\u0301', "' OR '1'='1", '"; DROP TABLE users; --', '../../etc/passwd', '%00', '%zz', '$' + '{7*7}', '{{7*7}}', '<script>x</script>', 'null', 'undefined', 'NaN', '-1', '0', '1e309', '\t\n\r', '\u00a0\u2028\u2029', 'Ω≈ç√∫', '😀'.repeat(3), 'x'.repeat(300)]
+const NASTY = [
+  '', ' ', '\u0000', 'a\u0000b', '\ud800', '\udfff x', '\u202e\u0301', "' OR '1'='1", '"; DROP TABLE users; --', '../../etc/passwd', '%00',
+  '%zz', '$' + '{7*7}', '{{7*7}}', '<script>x</script>', 'null', 'undefined', 'NaN', '-1', '0', '1e309', '\t\n\r', '\u00a0\u2028\u2029',
+  'Ω≈ç√∫', '😀'.repeat(3), 'x'.repeat(300)
+]
 
 function text (minLength = 0, maxLength = 80): fc.Arbitrary<string> {
   const max = Math.min(maxLength, Math.max(minLength, 80))
@@ -88,8 +93,15 @@ function text (minLength = 0, maxLength = 80): fc.Arbitrary<string> {
 const pad = (n: number, w: number) => String(n).padStart(w, '0')
 /** RFC 3339 timestamps, with the corners: year 0000 and 9999, leap seconds, odd offsets, lower case. */
 const dateTime: fc.Arbitrary<string> = fc.oneof(
-  { weight: 12, arbitrary: fc.date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date(), noInvalidDate: true }).map(d => d.toISOString()) },
-  { weight: 1, arbitrary: fc.date({ min: new Date('1960-01-01T00:00:00Z'), max: new Date(Date.now() + 3 * 86_400_000), noInvalidDate: true }).map(d => d.toISOString()) },
+  {
+    weight: 12,
+    arbitrary: fc.date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date(), noInvalidDate: true }).map(d => d.toISOString())
+  },
+  {
+    weight: 1,
+    arbitrary: fc.date({ min: new Date('1960-01-01T00:00:00Z'), max: new Date(Date.now() + 3 * 86_400_000), noInvalidDate: true })
+      .map(d => d.toISOString())
+  },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -115,7 +127,9 @@ const email = (maxLength = 254) => fc.oneof(
 function stringValue (schema: Schema): fc.Arbitrary<string> {
   const { minLength = 0, maxLength = 10_000 } = schema
   const fits = (s: string) => s.length >= minLength && s.length <= maxLength
-  if (schema.format === 'uuid') return fc.oneof({ weight: 5, arbitrary: fc.uuid() }, { weight: 1, arbitrary: fc.uuid().map(u => u.toUpperCase()) })
+  if (schema.format === 'uuid') {
+    return fc.oneof({ weight: 5, arbitrary: fc.uuid() }, { weight: 1, arbitrary: fc.uuid().map(u => u.toUpperCase()) })
+  }
   if (schema.format === 'email') return email(maxLength)
   if (schema.format === 'date-time') return dateTime
   if (schema.pattern) {
@@ -133,8 +147,14 @@ function stringValue (schema: Schema): fc.Arbitrary<string> {
 
 /** Any JSON object; now and then with keys and strings from the whole of Unicode (NUL and lone surrogates included). */
 const jsonObject = (minKeys = 0) => fc.dictionary(
-  fc.oneof({ weight: 20, arbitrary: fc.string({ maxLength: 12 }) }, { weight: 1, arbitrary: fc.constantFrom('\u0000', '\ud800', '$where', '__proto__', 'constructor') }),
-  fc.oneof({ weight: 10, arbitrary: fc.jsonValue({ maxDepth: 3 }) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: 'binary' }) }),
+  fc.oneof(
+    { weight: 20, arbitrary: fc.string({ maxLength: 12 }) },
+    { weight: 1, arbitrary: fc.constantFrom('\u0000', '\ud800', '$where', '__proto__', 'constructor') }
+  ),
+  fc.oneof(
+    { weight: 10, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
+    { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: 'binary' }) }
+  ),
   { minKeys, maxKeys: 6 }
 )
 
@@ -217,13 +237,19 @@ function wrongTypeFor (schema: Schema): unknown[] {
 }
 
 /** Every node of `value` that `schema` describes, with its path. */
-function nodes (schema: Schema, value: unknown, path: Array<string | number> = []): Array<{ path: Array<string | number>, schema: Schema, value: unknown }> {
+function nodes (
+  schema: Schema,
+  value: unknown,
+  path: Array<string | number> = []
+): Array<{ path: Array<string | number>, schema: Schema, value: unknown }> {
   const out = [{ path, schema, value }]
   const branch = (schema.anyOf ?? schema.oneOf)?.[0]
   if (branch && !schema.type) return out
   if (Array.isArray(value) && schema.items) value.forEach((v, i) => out.push(...nodes(schema.items, v, [...path, i])))
   else if (value && typeof value === 'object' && schema.properties) {
-    for (const [k, s] of Object.entries<Schema>(schema.properties)) if (k in (value as object)) out.push(...nodes(s, (value as any)[k], [...path, k]))
+    for (const [k, s] of Object.entries<Schema>(schema.properties)) {
+      if (k in (value as object)) out.push(...nodes(s, (value as any)[k], [...path, k]))
+    }
   }
   return out
 }
@@ -239,10 +265,17 @@ function setAt (root: unknown, path: Array<string | number>, value: unknown, rem
   return copy
 }
 
-const BAD_UUIDS = ['not-a-uuid', '00000000-0000-0000-0000-00000000000g', '{6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f}', '6f1c5b7e1d2a4c1b9c2e0a1b2c3d4e5f', '6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f0', ' 6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f', '-1', '0']
-const BAD_DATES = ['yesterday', '2024-02-30T00:00:00Z', '2024-01-01', '2024-01-01T25:00:00Z', '1e12', '2024-01-01T00:00:00', '+275760-09-13T00:00:00.000Z']
+const BAD_UUIDS = [
+  'not-a-uuid', '00000000-0000-0000-0000-00000000000g', '{6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f}', '6f1c5b7e1d2a4c1b9c2e0a1b2c3d4e5f',
+  '6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f0', ' 6f1c5b7e-1d2a-4c1b-9c2e-0a1b2c3d4e5f', '-1', '0'
+]
+const BAD_DATES = [
+  'yesterday', '2024-02-30T00:00:00Z', '2024-01-01', '2024-01-01T25:00:00Z', '1e12', '2024-01-01T00:00:00', '+275760-09-13T00:00:00.000Z'
+]
 const BAD_EMAILS = ['no-at-sign', '@example.test', 'a@', 'a b@example.test', 'a@@example.test']
-const MEDIA_TYPES = ['text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/octet-stream', null]
+const MEDIA_TYPES = [
+  'text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/octet-stream', null
+]
 const BROKEN_JSON = ['{', '{"a":', '[1,2', 'nul', '{"a":1}}', "{'a':1}", '{"a":1,}', '\u0000', '{"a":"\\x"}', '\ufeff{}', '{"a":01}']
 
 /** Breaks one thing in a request's body, parameters or framing. */
@@ -253,21 +286,39 @@ export function mutate (g: fc.GeneratorValue, op: Operation, base: Parts, bodyLi
 
   if (op.body) {
     choices.push(
-      () => ({ label: 'broken JSON', byConstruction: true, parts: { ...base, body: undefined, rawBody: g(fc.constantFrom, ...BROKEN_JSON) } }),
+      () => ({
+        label: 'broken JSON', byConstruction: true, parts: { ...base, body: undefined, rawBody: g(fc.constantFrom, ...BROKEN_JSON) }
+      }),
       () => ({ label: 'empty JSON body', byConstruction: true, parts: { ...base, body: undefined, rawBody: '' } }),
-      () => ({ label: 'other media type', byConstruction: true, parts: { ...base, body: undefined, rawBody: JSON.stringify(base.body ?? {}), contentType: g(fc.constantFrom, ...MEDIA_TYPES) } }),
+      () => ({
+        label: 'other media type',
+        byConstruction: true,
+        parts: { ...base, body: undefined, rawBody: JSON.stringify(base.body ?? {}), contentType: g(fc.constantFrom, ...MEDIA_TYPES) }
+      }),
       () => {
         // One string over the body limit: 413 before anything reads it.
         const size = bodyLimit + g(fc.integer, { min: 1, max: 64 * 1024 })
-        return { label: 'body over the limit', byConstruction: true, parts: { ...base, body: undefined, rawBody: JSON.stringify({ pad: 'x'.repeat(size) }) } }
+        return {
+          label: 'body over the limit',
+          byConstruction: true,
+          parts: { ...base, body: undefined, rawBody: JSON.stringify({ pad: 'x'.repeat(size) }) }
+        }
       },
-      () => ({ label: 'body of the wrong type', byConstruction: false, parts: { ...base, body: g(fc.constantFrom, [], 'text', 42, true, null, [base.body]) } })
+      () => ({
+        label: 'body of the wrong type',
+        byConstruction: false,
+        parts: { ...base, body: g(fc.constantFrom, [], 'text', 42, true, null, [base.body]) }
+      })
     )
     const all = nodes(op.body, base.body)
     const objects = all.filter(n => n.value && typeof n.value === 'object' && !Array.isArray(n.value) && n.schema.type === 'object')
     const required = objects.flatMap(n => (n.schema.required ?? []).map((k: string) => [...n.path, k]))
     if (required.length) {
-      choices.push(() => ({ label: 'required property missing', byConstruction: false, parts: { ...base, body: setAt(base.body, g(fc.constantFrom, ...required), undefined, true) } }))
+      choices.push(() => ({
+        label: 'required property missing',
+        byConstruction: false,
+        parts: { ...base, body: setAt(base.body, g(fc.constantFrom, ...required), undefined, true) }
+      }))
     }
     const closed = objects.filter(n => n.schema.additionalProperties === false)
     if (closed.length) {
@@ -284,7 +335,11 @@ export function mutate (g: fc.GeneratorValue, op: Operation, base: Parts, bodyLi
     if (leaves.length) {
       choices.push(() => {
         const n = g(fc.constantFrom, ...leaves)
-        return { label: `wrong type at ${n.path.join('.')}`, byConstruction: false, parts: { ...base, body: setAt(base.body, n.path, g(fc.constantFrom, ...wrongTypeFor(n.schema))) } }
+        return {
+          label: `wrong type at ${n.path.join('.')}`,
+          byConstruction: false,
+          parts: { ...base, body: setAt(base.body, n.path, g(fc.constantFrom, ...wrongTypeFor(n.schema))) }
+        }
       })
     }
     const strings = all.filter(n => typeof n.value === 'string' && n.path.length > 0)
@@ -292,16 +347,25 @@ export function mutate (g: fc.GeneratorValue, op: Operation, base: Parts, bodyLi
       choices.push(() => {
         const n = g(fc.constantFrom, ...strings)
         const bad = invalidString(g, n.schema)
-        return bad === null ? null : { label: `invalid string at ${n.path.join('.')}`, byConstruction: false, parts: { ...base, body: setAt(base.body, n.path, bad) } }
+        if (bad === null) return null
+        return {
+          label: `invalid string at ${n.path.join('.')}`, byConstruction: false, parts: { ...base, body: setAt(base.body, n.path, bad) }
+        }
       })
     }
-    const numbers = all.filter(n => typeof n.value === 'number' && (n.schema.minimum !== undefined || n.schema.maximum !== undefined || n.schema.type === 'integer'))
+    const numbers = all.filter(n =>
+      typeof n.value === 'number' && (n.schema.minimum !== undefined || n.schema.maximum !== undefined || n.schema.type === 'integer'))
     if (numbers.length) {
       choices.push(() => {
         const n = g(fc.constantFrom, ...numbers)
         // The strings are what Ajv's coercion turns into Infinity (ajv-validator/ajv#2212).
-        const bad = g(fc.constantFrom, (n.schema.minimum ?? 0) - 1, (n.schema.maximum ?? 2 ** 53) + 1, 1.5, -0.5, 1e308, '1e400', 'Infinity', '-Infinity')
-        return { label: `number out of range at ${n.path.join('.')}`, byConstruction: false, parts: { ...base, body: setAt(base.body, n.path, bad) } }
+        const bad = g(fc.constantFrom,
+          (n.schema.minimum ?? 0) - 1, (n.schema.maximum ?? 2 ** 53) + 1, 1.5, -0.5, 1e308, '1e400', 'Infinity', '-Infinity')
+        return {
+          label: `number out of range at ${n.path.join('.')}`,
+          byConstruction: false,
+          parts: { ...base, body: setAt(base.body, n.path, bad) }
+        }
       })
     }
     const arrays = all.filter(n => Array.isArray(n.value) && (n.schema.minItems !== undefined || n.schema.maxItems !== undefined))
@@ -313,7 +377,11 @@ export function mutate (g: fc.GeneratorValue, op: Operation, base: Parts, bodyLi
           ? Array.from({ length: n.schema.maxItems + 1 }, (_, i) => items[i % items.length])
           : null
         const bad = tooMany && g(fc.boolean) ? tooMany : []
-        return { label: `array of ${bad.length} at ${n.path.join('.') || 'body'}`, byConstruction: false, parts: { ...base, body: setAt(base.body, n.path, bad) } }
+        return {
+          label: `array of ${bad.length} at ${n.path.join('.') || 'body'}`,
+          byConstruction: false,
+          parts: { ...base, body: setAt(base.body, n.path, bad) }
+        }
       })
     }
   }
@@ -321,22 +389,41 @@ export function mutate (g: fc.GeneratorValue, op: Operation, base: Parts, bodyLi
   for (const p of op.params) {
     choices.push(() => {
       const bad = invalidString(g, p.schema)
-      return bad === null ? null : { label: `invalid path parameter ${p.name}`, byConstruction: false, parts: { ...base, params: { ...base.params, [p.name]: bad } } }
+      if (bad === null) return null
+      return {
+        label: `invalid path parameter ${p.name}`, byConstruction: false, parts: { ...base, params: { ...base.params, [p.name]: bad } }
+      }
     })
-    choices.push(() => ({ label: `undecodable path parameter ${p.name}`, byConstruction: true, parts: { ...base, rawParams: { ...base.rawParams, [p.name]: g(fc.constantFrom, '%zz', '%', 'a%2', '%E0%A4%A', '%C0%AF') } } }))
+    choices.push(() => ({
+      label: `undecodable path parameter ${p.name}`,
+      byConstruction: true,
+      parts: { ...base, rawParams: { ...base.rawParams, [p.name]: g(fc.constantFrom, '%zz', '%', 'a%2', '%E0%A4%A', '%C0%AF') } }
+    }))
     if (idLike(p.name)) {
       // A string parameter that names a row: ids that cannot exist answer 404, never 500.
-      choices.push(() => ({ label: `malformed id ${p.name}`, byConstruction: true, parts: { ...base, params: { ...base.params, [p.name]: g(fc.constantFrom, ...BAD_UUIDS, '\u0000', "'; SELECT 1; --") } } }))
+      choices.push(() => ({
+        label: `malformed id ${p.name}`,
+        byConstruction: true,
+        parts: { ...base, params: { ...base.params, [p.name]: g(fc.constantFrom, ...BAD_UUIDS, '\u0000', "'; SELECT 1; --") } }
+      }))
     }
   }
   for (const q of op.query) {
     choices.push(() => {
       const bad = q.schema.type === 'integer' || q.schema.type === 'number'
-        ? g(fc.constantFrom, 'abc', '1.5', '', '1e400', 'Infinity', '-1e400', String((q.schema.minimum ?? 0) - 1), String((q.schema.maximum ?? 2 ** 53) + 1), '0x10', ' 1')
+        ? g(fc.constantFrom, 'abc', '1.5', '', '1e400', 'Infinity', '-1e400',
+          String((q.schema.minimum ?? 0) - 1), String((q.schema.maximum ?? 2 ** 53) + 1), '0x10', ' 1')
         : invalidString(g, q.schema)
-      return bad === null ? null : { label: `invalid query parameter ${q.name}`, byConstruction: false, parts: { ...base, query: { ...base.query, [q.name]: bad } } }
+      if (bad === null) return null
+      return {
+        label: `invalid query parameter ${q.name}`, byConstruction: false, parts: { ...base, query: { ...base.query, [q.name]: bad } }
+      }
     })
-    choices.push(() => ({ label: `repeated query parameter ${q.name}`, byConstruction: false, parts: { ...base, query: { ...base.query, [q.name]: ['1', 'two'] } } }))
+    choices.push(() => ({
+      label: `repeated query parameter ${q.name}`,
+      byConstruction: false,
+      parts: { ...base, query: { ...base.query, [q.name]: ['1', 'two'] } }
+    }))
     if (q.required) {
       choices.push(() => {
         const query = { ...base.query }
@@ -356,7 +443,9 @@ function invalidString (g: fc.GeneratorValue, schema: Schema): string | null {
   if (schema.format === 'uuid') options.push(...BAD_UUIDS)
   if (schema.format === 'date-time') options.push(...BAD_DATES)
   if (schema.format === 'email') options.push(...BAD_EMAILS)
-  if (schema.maxLength !== undefined) options.push('x'.repeat(schema.maxLength + 1), 'é'.repeat(schema.maxLength + 1), 'y'.repeat(Math.max(schema.maxLength * 50, 100_000)))
+  if (schema.maxLength !== undefined) {
+    options.push('x'.repeat(schema.maxLength + 1), 'é'.repeat(schema.maxLength + 1), 'y'.repeat(Math.max(schema.maxLength * 50, 100_000)))
+  }
   if (schema.minLength) options.push('')
   if (schema.pattern) options.push('-leading-dash', 'has space', 'x'.repeat(300), 'ünïcode', '\u0000')
   if (schema.anyOf || schema.enum) options.push('not-one-of-them', 'OWNER', '')
@@ -368,11 +457,13 @@ function invalidString (g: fc.GeneratorValue, schema: Schema): string | null {
 // Rendering and judging
 
 // encodeURIComponent throws on a lone surrogate; the URL carries U+FFFD instead.
-const encode = (s: string) => encodeURIComponent(s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd'))
+const encode = (s: string) =>
+  encodeURIComponent(s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd'))
 
 export function render (op: Operation, parts: Parts) {
   const path = op.path.replace(/\{(\w+)\}/g, (_, name: string) => parts.rawParams?.[name] ?? encode(parts.params[name] ?? ''))
-  const query = Object.entries(parts.query).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map(x => `${encode(k)}=${encode(x)}`)).join('&')
+  const query = Object.entries(parts.query)
+    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map(x => `${encode(k)}=${encode(x)}`)).join('&')
   const headers: Record<string, string> = {}
   let payload: string | undefined
   if (parts.rawBody !== undefined) payload = parts.rawBody
@@ -393,11 +484,19 @@ export function requestJudge () {
   addFormats.default(ajv)
   type Check = (data: unknown) => boolean
   const cache = new Map<Operation, { body?: Check, params: Check, query: Check }>()
-  const objectOf = (ps: Parameter[]) => ({ type: 'object', properties: Object.fromEntries(ps.map(p => [p.name, p.schema])), required: ps.filter(p => p.required).map(p => p.name) })
+  const objectOf = (ps: Parameter[]) => ({
+    type: 'object',
+    properties: Object.fromEntries(ps.map(p => [p.name, p.schema])),
+    required: ps.filter(p => p.required).map(p => p.name)
+  })
   return (op: Operation, parts: Parts): boolean => {
     let v = cache.get(op)
     if (!v) {
-      v = { params: ajv.compile(objectOf(op.params)), query: ajv.compile(objectOf(op.query)), ...op.body ? { body: ajv.compile(op.body) } : {} }
+      v = {
+        params: ajv.compile(objectOf(op.params)),
+        query: ajv.compile(objectOf(op.query)),
+        ...op.body ? { body: ajv.compile(op.body) } : {}
+      }
       cache.set(op, v)
     }
     // Validation coerces in place: what the handler would get is checked for numbers no JSON
@@ -432,7 +531,12 @@ export const problemSchema: Schema = {
     errors: {
       type: 'array',
       minItems: 1,
-      items: { type: 'object', additionalProperties: false, required: ['field', 'message'], properties: { field: { type: 'string', pattern: '^(body|querystring|params|headers)(\\.|$)' }, message: { type: 'string' } } }
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['field', 'message'],
+        properties: { field: { type: 'string', pattern: '^(body|querystring|params|headers)(\\.|$)' }, message: { type: 'string' } }
+      }
     }
   }
 }
@@ -481,8 +585,12 @@ export function responseJudge () {
     if (body.type !== problemType(body.code)) wrong.push(`type ${body.type} for ${body.code}`)
     if (body.title !== entry.title) wrong.push(`title ${body.title} for ${body.code}`)
     if (body.requestId !== res.headers['x-request-id']) wrong.push('requestId differs from X-Request-Id')
-    if ((body.code === 'VALIDATION_FAILED') !== Array.isArray(body.errors)) wrong.push(`errors present on ${body.code} or missing on VALIDATION_FAILED`)
-    if (/\bat .+\.[jt]s:\d+|SELECT |INSERT |UPDATE |DELETE FROM/.test(body.detail)) wrong.push(`stack or SQL in detail: ${body.detail.slice(0, 200)}`)
+    if ((body.code === 'VALIDATION_FAILED') !== Array.isArray(body.errors)) {
+      wrong.push(`errors present on ${body.code} or missing on VALIDATION_FAILED`)
+    }
+    if (/\bat .+\.[jt]s:\d+|SELECT |INSERT |UPDATE |DELETE FROM/.test(body.detail)) {
+      wrong.push(`stack or SQL in detail: ${body.detail.slice(0, 200)}`)
+    }
     if (res.statusCode === 429 && !res.headers['retry-after']) wrong.push('429 without Retry-After')
     return wrong
   }

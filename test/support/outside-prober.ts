@@ -73,7 +73,8 @@ async function main ([base, pgUrl, interval]: string[]) {
   const probe = async () => {
     const sentAt = Date.now()
     const [live, ready] = await Promise.all([get('/health'), get('/api/v1/health')])
-    emit({ probe: { sentAt, doneAt: Date.now(), live: live.status, ready: ready.status, failing: (ready.body.checks ?? []).filter(c => !c.ok).map(c => c.name) } })
+    const failing = (ready.body.checks ?? []).filter(c => !c.ok).map(c => c.name)
+    emit({ probe: { sentAt, doneAt: Date.now(), live: live.status, ready: ready.status, failing } })
   }
   const accepting = () => canConnect(pgUrl!, 5000)
   const watchPostgres = async () => {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { after, type TestContext } from 'node:test'
-import { freePort } from './harness.js'
+import { freePort } from './app.js'
 
 export interface TestRedis {
   url: string
@@ -35,7 +35,8 @@ export async function startTestRedis (t: TestContext | null): Promise<TestRedis 
   const redis: TestRedis = {
     url: `redis://127.0.0.1:${port}`,
     async start () {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+      child = spawn('redis-server', args, { stdio: 'ignore' })
       const deadline = Date.now() + 5000
       while (!await ping(port)) {
         if (Date.now() > deadline) throw new Error('redis-server did not start')

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { after } from 'node:test'
-import { freePort } from './harness.js'
+import { freePort } from './app.js'
 
 /**
  * server.ts as its own process, the way `npm start` and a replica run it, on a free port with
