@@ -95,7 +95,8 @@ export default fp(async (fastify) => {
   gauge('govula_db_pool_waiting_clients', 'Checkouts waiting for a pool connection', () => pool().waitingCount)
   gauge('govula_db_pool_max', 'Pool size (DB_MAX_CONNECTIONS)', () => config.DB_MAX_CONNECTIONS)
   counter('govula_entitlement_cache_hits_total', 'Entitlement checks served from the cache', () => fastify.entitlements?.stats.hits)
-  counter('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache', () => fastify.entitlements?.stats.misses)
+  counter('govula_entitlement_cache_misses_total', 'Entitlement checks not answered from the cache',
+    () => fastify.entitlements?.stats.misses)
   counter('govula_entitlement_cache_invalidations_total', 'Tenant cache entries dropped by change events',
     () => fastify.entitlements?.stats.invalidations)
   counter('govula_entitlement_loads_total', 'Reads of a tenant\'s entitlements from the database (concurrent misses share one)',
