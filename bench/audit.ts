@@ -45,9 +45,13 @@ const ten = await appendLoad(10)
 // append path without a round trip per row).
 const tenant = randomUUID()
 let t0 = performance.now()
+// Row g's entry, a JSON text built in SQL around g: about the size of a real audit entry.
+const g = ' || g || '
+const bulkEntry = `'{"action":"bulk","actor":{"id":null,"type":"system"},"data":{"i":'${g}',` +
+  `"note":"a row of about the size of a real audit entry"},"target":{"id":"'${g}'","type":"thing"}}'`
 for (let from = 1; from <= rows; from += 200) {
   await app.withTenant(tenant, c => c.query(
-    `SELECT count(audit_append('audit_log', $1, '{"action":"bulk","actor":{"id":null,"type":"system"},"data":{"i":' || g || ',"note":"a row of about the size of a real audit entry"},"target":{"id":"' || g || '","type":"thing"}}'))
+    `SELECT count(audit_append('audit_log', $1, ${bulkEntry}))
        FROM generate_series($2::int, $3::int) g`, [tenant, from, Math.min(from + 199, rows)]))
 }
 const seedPerSec = rows / ((performance.now() - t0) / 1000)
@@ -73,12 +77,14 @@ const verifySeconds = (performance.now() - t0) / 1000
 if (!v.valid || v.checked !== rows) throw new Error(`verification failed: ${JSON.stringify(v)}`)
 
 const mib = (n: number) => (n / 2 ** 20).toFixed(0)
-console.log(`machine: ${machine()}; Postgres: ${(await pool.query('SHOW server_version')).rows[0].server_version}; pool ${args.pool}, ${concurrency} concurrent appenders, ${seconds} s each`)
+const version = (await pool.query('SHOW server_version')).rows[0].server_version
+console.log(`machine: ${machine()}; Postgres: ${version}; pool ${args.pool}, ${concurrency} concurrent appenders, ${seconds} s each`)
 console.log('| measure | value |\n|---|---|')
 console.log(`| appends/s, 1 chain | ${one.perSec.toFixed(0)} (p50 ${one.p50.toFixed(1)} ms, p99 ${one.p99.toFixed(1)} ms) |`)
 console.log(`| appends/s, 10 chains | ${ten.perSec.toFixed(0)} (p50 ${ten.p50.toFixed(1)} ms, p99 ${ten.p99.toFixed(1)} ms) |`)
 console.log(`| in-database bulk append (200 per transaction), 1 chain | ${seedPerSec.toFixed(0)} rows/s |`)
-console.log(`| verify ${rows.toLocaleString('en')} rows (batches of ${batchSize}) | ${(rows / verifySeconds).toFixed(0)} rows/s (${verifySeconds.toFixed(1)} s) |`)
+console.log(`| verify ${rows.toLocaleString('en')} rows (batches of ${batchSize}) | ` +
+  `${(rows / verifySeconds).toFixed(0)} rows/s (${verifySeconds.toFixed(1)} s) |`)
 console.log(gc
   ? `| live heap during verify (after GC every 50 batches): before / max | ${mib(heapBefore)} / ${mib(heapPeak)} MiB |`
   : '| live heap during verify | run with node --expose-gc to measure |')

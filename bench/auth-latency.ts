@@ -45,8 +45,11 @@ accessToken = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', pay
 const resolve = await measure('GET /api/v1/tenant (bearer lookup + 1 query)', () =>
   app.inject({ url: '/api/v1/tenant', headers: { authorization: `Bearer ${accessToken}` } }))
 
-console.log(`machine: ${machine()}; ${N} sequential requests each, app.inject, Postgres ${process.env.TEST_DATABASE_URL ? 'TEST_DATABASE_URL' : 'embedded'}`)
+const postgres = process.env.TEST_DATABASE_URL ? 'TEST_DATABASE_URL' : 'embedded'
+console.log(`machine: ${machine()}; ${N} sequential requests each, app.inject, Postgres ${postgres}`)
 console.log('| request | p50 | p99 | max |\n|---|---|---|---|')
-for (const r of [login, refresh, resolve]) console.log(`| ${r.label} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(1)} ms |`)
+for (const r of [login, refresh, resolve]) {
+  console.log(`| ${r.label} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(1)} ms |`)
+}
 await app.close()
 await db.stop()

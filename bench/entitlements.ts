@@ -10,5 +10,6 @@ console.log(`machine: ${machine()}`)
 console.log('| measure | value |\n|---|---|')
 console.log(`| cached check, in-process | ${(r.cachedChecksPerS / 1e6).toFixed(1)} M/s |`)
 console.log(`| cold check (1 query) p50 / p99 | ${r.coldCheckP50Ms.toFixed(2)} / ${r.coldCheckP99Ms.toFixed(2)} ms |`)
-console.log(`| change → invalidated on B and C (incl. the operator request) p50 / p99 | ${r.propagationP50Ms.toFixed(1)} / ${r.propagationP99Ms.toFixed(1)} ms |`)
+console.log('| change → invalidated on B and C (incl. the operator request) p50 / p99 | ' +
+  `${r.propagationP50Ms.toFixed(1)} / ${r.propagationP99Ms.toFixed(1)} ms |`)
 await db.stop()

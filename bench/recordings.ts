@@ -29,15 +29,20 @@ await app.listen({ port: 0, host: '127.0.0.1' })
 const address = app.server.address()
 const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/api/v1/recordings/events`
 
-const signup = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Bench' } })
+const signupAs = (tenantName: string) =>
+  app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName } })
+const signup = await signupAs('Bench')
 const tenant = signup.json() as { accessToken: string, tenant: { id: string } }
 await app.accounts.ensureOperator(db.ownerUrl, 'bench-operator@example.test', 'bench password')
-const op = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: 'bench-operator@example.test', password: 'bench password' } })).json()
+const operatorLogin = { email: 'bench-operator@example.test', password: 'bench password' }
+const op = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: operatorLogin })).json()
+// A contract term from a minute ago to a day ahead.
+const term = () => ({ startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() })
 const contract = await app.inject({
   method: 'PUT',
   url: `/api/v1/operator/tenants/${tenant.tenant.id}/contract`,
   headers: { authorization: `Bearer ${op.accessToken}` },
-  payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000_000 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() }
+  payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000_000 }, ...term() }
 })
 if (contract.statusCode !== 200) throw new Error(contract.body)
 
@@ -60,14 +65,17 @@ if (MODE === 'list') {
     ms.sort((x, y) => x - y)
     return `${percentile(ms, 50).toFixed(1)} / ${percentile(ms, 99).toFixed(1)} ms${failed ? ` (${failed} of ${n} not 200)` : ''}`
   }
-  const other = (await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: randomEmail(), password: 'bench password', tenantName: 'Other' } })).json() as { accessToken: string, tenant: { id: string } }
+  const other = (await signupAs('Other')).json() as { accessToken: string, tenant: { id: string } }
   // Neither tenant's request budget may be what limits the figures.
   for (const id of [tenant.tenant.id, other.tenant.id]) {
     const res = await app.inject({
       method: 'PUT',
       url: `/api/v1/operator/tenants/${id}/contract`,
       headers: { authorization: `Bearer ${op.accessToken}` },
-      payload: { features: { recording_mode: true, recording_events_per_minute: 1_000_000_000, api_requests_per_minute: 1_000_000_000 }, startsAt: new Date(Date.now() - 60_000).toISOString(), endsAt: new Date(Date.now() + 86_400_000).toISOString() }
+      payload: {
+        features: { recording_mode: true, recording_events_per_minute: 1_000_000_000, api_requests_per_minute: 1_000_000_000 },
+        ...term()
+      }
     })
     if (res.statusCode !== 200) throw new Error(res.body)
   }
@@ -92,14 +100,24 @@ if (MODE === 'list') {
     while (next < LIST_EVENTS) {
       const from = next
       next += 500
-      const events = Array.from({ length: Math.min(500, LIST_EVENTS - from) }, (_, k) => ({ id: randomUUID(), recordingId: `rec-${(from + k) % 100}`, type: 'click', occurredAt: new Date(at + from + k).toISOString(), payload: { x: k } }))
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.accessToken}` }, body: JSON.stringify({ events }) })
+      const events = Array.from({ length: Math.min(500, LIST_EVENTS - from) }, (_, k) => ({
+        id: randomUUID(),
+        recordingId: `rec-${(from + k) % 100}`,
+        type: 'click',
+        occurredAt: new Date(at + from + k).toISOString(),
+        payload: { x: k }
+      }))
+      const headers = { 'content-type': 'application/json', authorization: `Bearer ${tenant.accessToken}` }
+      const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ events }) })
       if (res.status !== 202) throw new Error(`ingest answered ${res.status}: ${await res.text()}`)
     }
   }))
-  rows.push([LIST_EVENTS.toLocaleString('en'), await latency(tenant.accessToken, 200), await latency(other.accessToken, 100), await contended()])
+  rows.push([
+    LIST_EVENTS.toLocaleString('en'), await latency(tenant.accessToken, 200), await latency(other.accessToken, 100), await contended()
+  ])
   console.log(`machine: ${machine()}; pool ${app.config.DB_MAX_CONNECTIONS}; sequential fetches over HTTP, p50 / p99`)
-  console.log('| stored events | list, 100 recordings a page | another tenant\'s list | another tenant\'s list while this one keeps 40 in flight |\n|---|---|---|---|')
+  console.log('| stored events | list, 100 recordings a page | another tenant\'s list | ' +
+    'another tenant\'s list while this one keeps 40 in flight |\n|---|---|---|---|')
   for (const r of rows) console.log(`| ${r.join(' | ')} |`)
   await app.close()
   await db.stop()
@@ -116,26 +134,40 @@ const { url, token, connections, batch, seconds } = JSON.parse(process.argv[1])
 const body = () => {
   const at = Date.now() - batch
   const events = []
-  for (let i = 0; i < batch; i++) events.push({ id: randomUUID(), recordingId: 'bench-' + (i % 10), type: 'click', occurredAt: new Date(at + i).toISOString(), payload: { x: i, y: 2 * i, target: 'button#checkout.primary', path: '/shop/checkout', viewport: [1280, 800] } })
+  for (let i = 0; i < batch; i++) {
+    events.push({
+      id: randomUUID(), recordingId: 'bench-' + (i % 10), type: 'click', occurredAt: new Date(at + i).toISOString(),
+      payload: { x: i, y: 2 * i, target: 'button#checkout.primary', path: '/shop/checkout', viewport: [1280, 800] }
+    })
+  }
   return JSON.stringify({ events })
 }
 autocannon({
   url, connections, duration: seconds,
-  requests: [{ method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token }, setupRequest: (req) => ({ ...req, body: body() }) }]
+  requests: [{
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token },
+    setupRequest: (req) => ({ ...req, body: body() })
+  }]
 }, (err, r) => {
   if (err) throw err
-  process.stdout.write(JSON.stringify({ ok: r['2xx'], failed: r.non2xx + r.errors + r.timeouts, p50: r.latency.p50, p99: r.latency.p99, elapsedS: r.duration }))
+  const failed = r.non2xx + r.errors + r.timeouts
+  process.stdout.write(JSON.stringify({ ok: r['2xx'], failed, p50: r.latency.p50, p99: r.latency.p99, elapsedS: r.duration }))
 })
 `
 
 interface LoadResult { ok: number, failed: number, p50: number, p99: number, elapsedS: number }
 function load (): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', LOAD, JSON.stringify({ url, token: tenant.accessToken, connections: CONNECTIONS, batch: BATCH, seconds: SECONDS })], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const args = { url, token: tenant.accessToken, connections: CONNECTIONS, batch: BATCH, seconds: SECONDS }
+    const child = spawn(process.execPath, ['-e', LOAD, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
     child.once('error', reject)
-    child.once('exit', (code) => code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited with ${code}`)))
+    child.once('exit', (code) => {
+      if (code === 0) resolve(JSON.parse(out) as LoadResult)
+      else reject(new Error(`load generator exited with ${code}`))
+    })
   })
 }
 
@@ -170,7 +202,9 @@ for (let i = 0; i < RUNS; i++) {
   // stopped counting (at most one per connection), never fewer.
   const stored = await storedEvents() - before
   const accepted = r.ok * BATCH
-  if (stored < accepted || stored > accepted + CONNECTIONS * BATCH) throw new Error(`run ${i + 1}: ${r.ok} batches acknowledged, ${stored} events stored`)
+  if (stored < accepted || stored > accepted + CONNECTIONS * BATCH) {
+    throw new Error(`run ${i + 1}: ${r.ok} batches acknowledged, ${stored} events stored`)
+  }
   results.push({ ...r, accepted, eventsPerS: accepted / r.elapsedS })
   console.error(`run ${i + 1}: ${Math.round(accepted / r.elapsedS)} events/s, ${r.failed} failed`)
 }
@@ -180,15 +214,18 @@ const accepted = results.reduce((sum, r) => sum + r.accepted, 0)
 
 const median = results.map(r => r.eventsPerS).sort((x, y) => x - y)[Math.floor(results.length / 2)]!
 console.log(`machine: ${machine()}`)
-console.log(`${RUNS} × ${SECONDS} s, ${CONNECTIONS} connections (autocannon, own process), batches of ${BATCH}, pool ${app.config.DB_MAX_CONNECTIONS}`)
+console.log(`${RUNS} × ${SECONDS} s, ${CONNECTIONS} connections (autocannon, own process), batches of ${BATCH}, ` +
+  `pool ${app.config.DB_MAX_CONNECTIONS}`)
 console.log('| measure | value |\n|---|---|')
 console.log(`| ingested events/s (median of ${RUNS}) | ${Math.round(median).toLocaleString('en')} |`)
 console.log(`| runs | ${results.map(r => Math.round(r.eventsPerS).toLocaleString('en')).join(' / ')} |`)
 console.log(`| requests/s (median) | ${Math.round(median / BATCH).toLocaleString('en')} |`)
 console.log(`| request latency p50 / p99 (per run) | ${results.map(r => `${r.p50} / ${r.p99}`).join(', ')} ms |`)
 const perEventUs = (seconds: number) => (seconds / accepted * 1e6).toFixed(1)
-console.log(`| CPU per event: server process (of which kernel) / Postgres backends / together | ${perEventUs(cpu.nodeS)} (${perEventUs(cpu.nodeSystemS)}) / ${perEventUs(cpu.pgS)} / ${perEventUs(cpu.nodeS + cpu.pgS)} µs |`)
-console.log(`| events/s that CPU time allows on 2 idle cores (Node and Postgres sharing them) | ${Math.round(2 / ((cpu.nodeS + cpu.pgS) / accepted)).toLocaleString('en')} |`)
+console.log('| CPU per event: server process (of which kernel) / Postgres backends / together | ' +
+  `${perEventUs(cpu.nodeS)} (${perEventUs(cpu.nodeSystemS)}) / ${perEventUs(cpu.pgS)} / ${perEventUs(cpu.nodeS + cpu.pgS)} µs |`)
+const allowed = Math.round(2 / ((cpu.nodeS + cpu.pgS) / accepted))
+console.log(`| events/s that CPU time allows on 2 idle cores (Node and Postgres sharing them) | ${allowed.toLocaleString('en')} |`)
 console.log(`| load average at the end (other work on the machine) | ${os.loadavg().map(l => l.toFixed(1)).join(' / ')} |`)
 console.log(`| failed requests | ${results.reduce((sum, r) => sum + r.failed, 0)} |`)
 console.log(`| events acknowledged (all stored; checked against the table after each run) | ${accepted.toLocaleString('en')} |`)

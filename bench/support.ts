@@ -5,7 +5,7 @@ import os from 'node:os'
 import pg from 'pg'
 import { loadConfig, type Config } from '../config.js'
 import { APP_ROLE, OWNER_ROLE } from '../db/provision.js'
-import { startTestCluster } from '../test/support/harness.js'
+import { startTestCluster } from '../test/support/app.js'
 
 export async function benchDatabase () {
   const cluster = await startTestCluster(process.env.TEST_DATABASE_URL)
@@ -25,7 +25,13 @@ export async function benchDatabase () {
     runtimeUrl: url(APP_ROLE, cluster.appPassword),
     ownerUrl: url(OWNER_ROLE, cluster.ownerPassword),
     config (overrides: Partial<Config> = {}): Config {
-      return loadConfig({}, { NODE_ENV: 'production', LOG_LEVEL: 'warn', DATABASE_URL: url(APP_ROLE, cluster.appPassword), MIGRATION_DATABASE_URL: url(OWNER_ROLE, cluster.ownerPassword), ...overrides })
+      return loadConfig({}, {
+        NODE_ENV: 'production',
+        LOG_LEVEL: 'warn',
+        DATABASE_URL: url(APP_ROLE, cluster.appPassword),
+        MIGRATION_DATABASE_URL: url(OWNER_ROLE, cluster.ownerPassword),
+        ...overrides
+      })
     },
     stop: () => cluster.stop()
   }
@@ -36,6 +42,7 @@ export function percentile (sorted: number[], p: number) {
   return sorted[Math.min(sorted.length - 1, Math.floor(p / 100 * sorted.length))]!
 }
 
-export const machine = () => `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+export const machine = () =>
+  `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`
 
 export const randomEmail = () => `bench-${randomBytes(6).toString('hex')}@example.test`

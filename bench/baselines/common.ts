@@ -6,7 +6,8 @@ import { createContextSigner, loadContextKey } from '../../infra/request-context
 export const port = Number(process.env.PORT ?? 3100)
 export const host = process.env.HOST ?? '127.0.0.1'
 
-export const MEMBERS_SQL = 'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email'
+export const MEMBERS_SQL = 'SELECT m.user_id AS "userId", u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id ' +
+  'WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export const isUuid = (v: unknown): v is string => typeof v === 'string' && UUID.test(v)
@@ -19,7 +20,7 @@ export function createPool () {
   return pool
 }
 
-// Row-level security believes only a signed context (services/request-context.ts): the
+// Row-level security believes only a signed context (infra/request-context.ts): the
 // baselines sign theirs with the same key, read once through the owner role, so that they do
 // the same work per read as the service.
 if (!process.env.MIGRATION_DATABASE_URL) throw new Error('MIGRATION_DATABASE_URL is required (the context key is read through it)')
@@ -54,8 +55,8 @@ export async function readOneRoundTrip (pool: pg.Pool, tenantId: string): Promis
   const client = await pool.connect()
   let broken: Error | undefined
   try {
-    const results = await client.query(
-      `BEGIN; ${signer.statement({ tenantId })}; ${MEMBERS_SQL.replace('$1', `'${tenantId}'`)}; COMMIT`) as unknown as pg.QueryResult<Member>[]
+    const sql = `BEGIN; ${signer.statement({ tenantId })}; ${MEMBERS_SQL.replace('$1', `'${tenantId}'`)}; COMMIT`
+    const results = await client.query(sql) as unknown as pg.QueryResult<Member>[]
     return results[2]!.rows
   } catch (err) {
     // A failed statement leaves the transaction open: the connection is not reused.

@@ -1,6 +1,6 @@
-// Baseline: the same authenticated tenant read on the seed's original stack, Express 5 + pg:
-// the bearer lookup exactly as services/sessions.ts does it (one call of auth_resolve_access),
-// then the read as four round trips.
+// Baseline: the same authenticated tenant read on the Express 5 + pg stack: the bearer lookup
+// exactly as services/sessions.ts does it (one call of auth_resolve_access), then the read as
+// four round trips.
 import express from 'express'
 import { hashToken, tokenUserId } from '../../services/tokens.js'
 import { closeOn, createPool, host, port, readFourRoundTrips } from './common.js'

@@ -7,7 +7,8 @@ import { closeOn, host, port } from './common.js'
 
 const redis = process.env.REDIS_URL ? new Redis(process.env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : undefined
 const app = Fastify({ logger: false })
-await app.register(rateLimit, { global: true, max: Number(process.env.RATE_LIMIT_MAX ?? 1_000_000_000), timeWindow: 60_000, ...(redis ? { redis } : {}) })
+const max = Number(process.env.RATE_LIMIT_MAX ?? 1_000_000_000)
+await app.register(rateLimit, { global: true, max, timeWindow: 60_000, ...(redis ? { redis } : {}) })
 app.get('/', async () => ({ hello: 'world' }))
 await app.listen({ port, host })
 closeOn(async () => { await app.close(); redis?.disconnect() })

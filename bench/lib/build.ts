@@ -24,7 +24,7 @@ export function buildService (): { dir: string, ms: number, warnings: string } {
       tsBuildInfoFile: path.join(CACHE, 'tsbuildinfo'),
       sourceMap: false
     },
-    include: ['*.ts', 'plugins', 'routes', 'services', 'db', 'bench/baselines'].map(p => path.join(ROOT, p)),
+    include: ['*.ts', 'plugins', 'routes', 'services', 'infra', 'jobs', 'db', 'bench/baselines'].map(p => path.join(ROOT, p)),
     exclude: ['node_modules', 'dist', '.data', 'test'].map(p => path.join(ROOT, p))
   }, null, 2))
   const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
@@ -32,7 +32,9 @@ export function buildService (): { dir: string, ms: number, warnings: string } {
   // Type errors still emit JavaScript (as `npm run build` would): a colleague's unfinished file
   // does not stop the bench, but it is reported. No output at all is a failure.
   const warnings = r.status === 0 ? '' : `${r.stdout}${r.stderr}`.trim()
-  if (r.status !== 0 && !existsSync(path.join(BUILD_DIR, 'server.js'))) throw new Error(`the build failed (tsc -p ${tsconfig}):\n${warnings}`)
+  if (r.status !== 0 && !existsSync(path.join(BUILD_DIR, 'server.js'))) {
+    throw new Error(`the build failed (tsc -p ${tsconfig}):\n${warnings}`)
+  }
   // What the compiled service reads at run time, as scripts/copy-assets.mjs copies it.
   for (const dir of ['db/migrations', 'public']) rmSync(path.join(BUILD_DIR, dir), { recursive: true, force: true })
   cpSync(path.join(ROOT, 'db', 'migrations'), path.join(BUILD_DIR, 'db', 'migrations'), { recursive: true })

@@ -23,7 +23,7 @@ export interface EntitlementResult {
   propagationSamples: number
 }
 
-/** Creates the operator the seed logs in as (accounts.ensureOperator on an in-process app). */
+/** Creates the operator lib/seed.ts logs in as (accounts.ensureOperator on an in-process app). */
 export async function ensureOperator (db: BenchDb, email: string) {
   const app = await buildApp(db.config({ LOG_LEVEL: 'error' }))
   try {
@@ -34,7 +34,9 @@ export async function ensureOperator (db: BenchDb, email: string) {
   }
 }
 
-export async function entitlementBench (db: BenchDb, { checks, propagations }: { checks: number, propagations: number }): Promise<EntitlementResult> {
+export async function entitlementBench (
+  db: BenchDb, { checks, propagations }: { checks: number, propagations: number }
+): Promise<EntitlementResult> {
   // Errors only: a readiness warning of an in-process instance would land inside the table.
   const config = db.config({ ENTITLEMENT_BROADCAST_ENABLED: true, LOG_LEVEL: 'error' })
   const apps = [await buildApp(config), await buildApp(config), await buildApp(config)]
@@ -46,13 +48,21 @@ export async function entitlementBench (db: BenchDb, { checks, propagations }: {
       if (Date.now() > deadline) throw new Error('entitlement broadcast did not connect')
       await new Promise(resolve => setTimeout(resolve, 20))
     }
-    const signup = await a.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: `bench-ent-${randomBytes(6).toString('hex')}@example.test`, password: PASSWORD, tenantName: 'Bench entitlements' } })
+    const email = `bench-ent-${randomBytes(6).toString('hex')}@example.test`
+    const signup = await a.inject({
+      method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: PASSWORD, tenantName: 'Bench entitlements' }
+    })
     if (signup.statusCode !== 201) throw new Error(`signup: ${signup.body}`)
     const tenantId = signup.json().tenant.id as string
     const operatorEmail = `bench-ent-op-${randomBytes(4).toString('hex')}@example.test`
     await a.accounts.ensureOperator(db.ownerUrl, operatorEmail, PASSWORD)
     const op = (await a.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: operatorEmail, password: PASSWORD } })).json()
-    const setPlan = (plan: string) => a.inject({ method: 'PUT', url: `/api/v1/operator/tenants/${tenantId}/plan`, headers: { authorization: `Bearer ${op.accessToken}` }, payload: { plan } })
+    const setPlan = (plan: string) => a.inject({
+      method: 'PUT',
+      url: `/api/v1/operator/tenants/${tenantId}/plan`,
+      headers: { authorization: `Bearer ${op.accessToken}` },
+      payload: { plan }
+    })
 
     // 1. Cached checks in-process.
     const engine = a.entitlements
@@ -74,7 +84,8 @@ export async function entitlementBench (db: BenchDb, { checks, propagations }: {
     // 3. Propagation: from the operator's request on A to the invalidation on B and C.
     const propagation: number[] = []
     for (let i = 0; i < propagations; i++) {
-      const seen = [b, c].map(x => new Promise<number>(resolve => x.entitlements.events.once('entitlement.changed', () => resolve(performance.now()))))
+      const seen = [b, c].map(x =>
+        new Promise<number>(resolve => x.entitlements.events.once('entitlement.changed', () => resolve(performance.now()))))
       const start = performance.now()
       const res = await setPlan(i % 2 ? 'pro' : 'free')
       if (res.statusCode !== 200) throw new Error(res.body)
@@ -101,7 +112,9 @@ export interface AuditResult { chains: number, appendsPerS: number, p50Ms: numbe
  * transaction through the runtime pool (as a request would). The chains must verify after:
  * a fast but forked chain is no result.
  */
-export async function auditBench (db: BenchDb, { chains, seconds, concurrency, poolSize }: { chains: number, seconds: number, concurrency: number, poolSize: number }): Promise<AuditResult> {
+export async function auditBench (
+  db: BenchDb, { chains, seconds, concurrency, poolSize }: { chains: number, seconds: number, concurrency: number, poolSize: number }
+): Promise<AuditResult> {
   const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: poolSize })
   pool.on('error', () => {})
   const database = createDatabase(pool, await loadContextKey(createContextSigner(), db.ownerUrl))

@@ -1,5 +1,6 @@
-// One measured target: a warm-up, then the measured autocannon run with the same connections
-// and duration as every other target. Only 2xx answers count as served requests.
+// The closed-loop load: autocannon with a fixed number of connections, each sending its next
+// request when the answer to the last one is in (the server's capacity). Only 2xx answers
+// count as served requests. The open-loop load (a fixed arrival rate) is in open-loop.ts.
 import autocannon from 'autocannon'
 
 export type Request = autocannon.Request
@@ -15,8 +16,6 @@ export interface LoadSpec {
   afterRun?: () => Promise<void>
 }
 
-export interface LoadOptions { connections: number, durationS: number, warmupS: number }
-
 export interface LoadResult {
   rps: number
   p50Ms: number
@@ -26,6 +25,8 @@ export interface LoadResult {
   errors: number
   timeouts: number
   durationS: number
+  /** The answers that were not 2xx, by status. */
+  statusCodes?: Record<string, number>
 }
 
 let current: autocannon.Instance | undefined
@@ -52,10 +53,11 @@ function run (spec: LoadSpec, connections: number, durationS: number): Promise<a
   })
 }
 
-export async function measure (spec: LoadSpec, opts: LoadOptions): Promise<LoadResult> {
-  if (opts.warmupS > 0) await run(spec, opts.connections, opts.warmupS)
-  const r = await run(spec, opts.connections, opts.durationS)
+export async function closedLoop (spec: LoadSpec, connections: number, durationS: number): Promise<LoadResult> {
+  const r = await run(spec, connections, durationS)
   const ok = r['2xx']
+  const statusCodes = Object.fromEntries(Object.entries(r.statusCodeStats ?? {})
+    .filter(([code]) => !code.startsWith('2')).map(([code, s]) => [code, s.count ?? 0]))
   return {
     rps: ok / r.duration,
     p50Ms: r.latency.p50,
@@ -64,6 +66,7 @@ export async function measure (spec: LoadSpec, opts: LoadOptions): Promise<LoadR
     non2xx: r.non2xx,
     errors: r.errors,
     timeouts: r.timeouts,
-    durationS: r.duration
+    durationS: r.duration,
+    ...(Object.keys(statusCodes).length ? { statusCodes } : {})
   }
 }

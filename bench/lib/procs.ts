@@ -19,7 +19,8 @@ const cleanups: Array<() => Promise<void> | void> = []
 
 /** `taskset` present and at least two cores: the servers go to core 0, the load to core 1. */
 export function canPin (): boolean {
-  return spawnSync('taskset', ['--version']).status === 0 && (readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s*:/gm)?.length ?? 1) >= 2
+  const cores = readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s*:/gm)?.length ?? 1
+  return spawnSync('taskset', ['--version']).status === 0 && cores >= 2
 }
 
 /** Pins a process (all its threads) to one core; false when taskset refuses. */
@@ -149,7 +150,9 @@ export async function waitForHttp (child: Child, url: string, { status = 200, ti
       await res.arrayBuffer()
       if (res.status === status) return
     } catch { /* not listening yet */ }
-    if (Date.now() > deadline) throw new Error(`${child.name} did not answer ${status} at ${url} within ${timeoutMs} ms:\n${child.stderr()}`)
+    if (Date.now() > deadline) {
+      throw new Error(`${child.name} did not answer ${status} at ${url} within ${timeoutMs} ms:\n${child.stderr()}`)
+    }
     await new Promise(resolve => setTimeout(resolve, everyMs))
   }
 }
@@ -205,14 +208,27 @@ function machineJiffies () {
 }
 
 /**
+ * The database a Postgres client backend serves, from its title ("postgres: [cluster: ]user
+ * database host(port) state"); null for the server's own processes (checkpointer, walwriter…).
+ */
+export function backendDatabase (pid: number): string | null {
+  try {
+    const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
+    return / (\S+) (\S+) (?:\S+\(\d+\)|\[local\])/.exec(title)?.[2] ?? null
+  } catch {
+    return null
+  }
+}
+
+/**
  * CPU accounting over one measured run, robust on a shared machine: the CPU seconds of the
- * server side (the target's process tree, Postgres, Redis), of this bench process (the load
- * generator), and how busy the machine was with work that is not ours (% of all cores:
- * other people's tests on a shared box show up here). Per process, so a process that exits
- * during the run (an idle pool connection's backend) does not take its history with it.
+ * server side (the processes `serverSide` lists: the target, Postgres, Redis), of this bench
+ * process (the load generator), and how busy the machine was with work that is not ours (% of
+ * all cores: other people's tests on a shared box show up here). Per process, so a process that
+ * exits during the run (an idle pool connection's backend) does not take its history with it.
  */
 export function cpuMeter ({ serverSide, app, ours }: { serverSide: () => number[], app: number, ours: () => number[] }) {
-  const snap = (roots: () => number[]) => new Map(roots().flatMap(processTree).map(pid => [pid, procJiffies(pid)]))
+  const snap = (pids: () => number[]) => new Map(pids().map(pid => [pid, procJiffies(pid)]))
   const delta = (before: Map<number, number>, after: Map<number, number>) => {
     let sum = 0
     for (const [pid, j] of after) sum += Math.max(0, j - (before.get(pid) ?? 0))

@@ -14,6 +14,8 @@ export interface BenchTenant {
 export interface Seed {
   operatorToken: string
   tenants: BenchTenant[]
+  /** The members' accounts (password PASSWORD) and the tenant each was added to: logins as them leave the owners' sessions alone. */
+  members: Array<{ email: string, tenantId: string }>
 }
 
 interface Envelope {
@@ -39,10 +41,15 @@ export async function parallel<T, R> (items: T[], n: number, fn: (item: T, i: nu
 }
 
 export function client (base: string) {
-  return async function call<T = unknown> (method: string, path: string, body?: unknown, token?: string, expect = [200, 201, 202, 204]): Promise<T> {
+  return async function call<T = unknown> (
+    method: string, path: string, body?: unknown, token?: string, expect = [200, 201, 202, 204]
+  ): Promise<T> {
     const res = await fetch(base + path, {
       method,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      headers: {
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(token ? { authorization: `Bearer ${token}` } : {})
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {})
     })
     const text = await res.text()
@@ -83,12 +90,15 @@ export async function seed ({ base, operatorEmail, tenants: tenantCount, members
     const { members: list } = await call<{ members: unknown[] }>('GET', '/api/v1/tenant/members', undefined, t.accessToken)
     if (list.length !== membersPerTenant) throw new Error(`tenant ${t.id} reads ${list.length} members, expected ${membersPerTenant}`)
   }
-  return { operatorToken: op.accessToken, tenants }
+  const added = members.map((m, i) => ({ email: m.user.email, tenantId: owners[Math.floor(i / extra)]!.tenant!.id }))
+  return { operatorToken: op.accessToken, tenants, members: added }
 }
 
 /** `n` fresh sessions (one login each, argon2 included), for the refresh load. */
 export async function refreshTokens (base: string, tenants: BenchTenant[], n: number): Promise<string[]> {
   const call = client(base)
-  return parallel(Array.from({ length: n }, (_, i) => i), 8, async i =>
-    (await call<Envelope>('POST', '/api/v1/auth/login', { email: tenants[i % tenants.length]!.ownerEmail, password: PASSWORD })).refreshToken)
+  return parallel(Array.from({ length: n }, (_, i) => i), 8, async i => {
+    const login = { email: tenants[i % tenants.length]!.ownerEmail, password: PASSWORD }
+    return (await call<Envelope>('POST', '/api/v1/auth/login', login)).refreshToken
+  })
 }

@@ -1,11 +1,11 @@
 // Start to ready on an embedded data folder: `node server.js` with DATABASE_URL unset, timed
 // from the spawn to the first 200 of GET /api/v1/health. The first start initialises the
-// folder (cold); the following ones find it warm, which is what the issue's target is about.
+// folder (cold); the following ones find it warm, which is what the start-to-ready target is about.
 import { existsSync, readFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { tempDir } from '../../test/support/harness.js'
+import { tempDir } from '../../test/support/app.js'
 import { freePort, onCleanup, spawnChild, waitForHttp } from './procs.js'
 
 /** Where a start's time went, from the service's own log lines (ms after the spawn). */
@@ -24,7 +24,12 @@ function alive (pid: number) {
   try { process.kill(pid, 0); return true } catch { return false }
 }
 
-export async function startToReady ({ serverJs, env, warmRuns, cpu }: { serverJs: string, env: Record<string, string>, warmRuns: number, cpu: number | undefined }): Promise<StartupResult> {
+export async function startToReady ({ serverJs, env, warmRuns, cpu }: {
+  serverJs: string
+  env: Record<string, string>
+  warmRuns: number
+  cpu: number | undefined
+}): Promise<StartupResult> {
   const dataDir = await tempDir('govula-bench-ready-')
   const pgPort = await freePort()
   let stray: number | null = null
