@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { after, test } from 'node:test'
+import { after, test, type TestContext } from 'node:test'
 import { bearer, signup } from './support/actors.js'
 import { startTestRedis } from './support/redis.js'
 import { buildTestApp, createTestDatabase, testConfig } from './support/app.js'
@@ -11,8 +11,15 @@ import { buildTestApp, createTestDatabase, testConfig } from './support/app.js'
 const PROMTOOL = '/usr/bin/promtool'
 const db = await createTestDatabase()
 
+/** Whether promtool is here; without it the test is skipped, except in CI (CI=true), where it fails. */
+function havePromtool (t: TestContext) {
+  if (existsSync(PROMTOOL)) return true
+  if (process.env.CI) throw new Error(`${PROMTOOL} not found, and CI must run the metrics lint (apt-get install prometheus)`)
+  t.skip(`${PROMTOOL} not found: metrics lint skipped (apt-get install prometheus)`)
+  return false
+}
+
 async function promtool (exposition: string) {
-  if (!existsSync(PROMTOOL)) throw new Error(`${PROMTOOL} not found (apt-get install prometheus)`)
   const child = spawn(PROMTOOL, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
@@ -35,7 +42,8 @@ async function scrape (overrides: Parameters<typeof testConfig>[1]) {
   return res.body
 }
 
-test('promtool check metrics passes with the optional features off, and nothing of them is exported', async () => {
+test('promtool check metrics passes with the optional features off, and nothing of them is exported', async (t) => {
+  if (!havePromtool(t)) return
   const body = await scrape({})
   const { code, out } = await promtool(body)
   assert.equal(out, '', 'no finding')
@@ -54,6 +62,7 @@ test('promtool check metrics passes with the optional features off, and nothing 
 })
 
 test('promtool check metrics passes with Redis and the broadcast on, which then export their state', async (t) => {
+  if (!havePromtool(t)) return
   const redis = await startTestRedis(t)
   if (!redis) return // skipped: no redis-server (CI fails instead)
   const body = await scrape({ REDIS_URL: redis.url, ENTITLEMENT_BROADCAST_ENABLED: true })
