@@ -11,6 +11,7 @@ import { createLogger } from './infra/logger.js'
 import configPlugin from './plugins/config.js'
 import errorHandler from './plugins/error-handler.js'
 import securityHeaders from './plugins/security-headers.js'
+import cors from './plugins/cors.js'
 import db from './plugins/db.js'
 import readiness from './plugins/readiness.js'
 import metrics from './plugins/metrics.js'
@@ -96,6 +97,8 @@ export async function buildApp (config: Config, opts: BuildOptions = {}) {
   await app.register(errorHandler)
   // helmet's headers for a JSON API; /docs sets its own CSP (plugins/openapi.ts).
   await app.register(securityHeaders)
+  // Before every limit and authentication: a preflight is answered at once.
+  await app.register(cors)
   // No cache keeps an API answer (a token above all: RFC 6749 §5.1) unless its route says so.
   app.addHook('onRequest', (request, reply, done) => {
     if (request.url.startsWith('/api/')) reply.header('cache-control', 'no-store')

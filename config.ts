@@ -1,5 +1,6 @@
 import { createAuditSigner } from './infra/audit-signer.js'
 import { parseTrustProxy } from './infra/client-address.js'
+import { parseCorsOrigins } from './infra/cors-origins.js'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -18,6 +19,8 @@ export const ConfigSchema = Type.Object({
   METRICS_PORT: Int(0, 0, 65535),
   // /metrics on the public port (no auth) only when asked for; otherwise METRICS_PORT is needed to serve it.
   METRICS_PUBLIC: Bool(false),
+  /** Browser origins allowed to call the API (infra/cors-origins.ts); empty: no CORS. */
+  CORS_ORIGINS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
 
   DATABASE_URL: Type.Optional(PostgresUrl),
@@ -150,6 +153,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (raw !== undefined && raw !== '') input[key] = coerce(key, schema as TSchema, raw)
   }
   Object.assign(input, overrides)
+  const cors = parseCorsOrigins(input.CORS_ORIGINS as string | undefined)
+  if ('error' in cors) throw new ConfigError('CORS_ORIGINS', cors.error)
   const trustProxy = parseTrustProxy(input.TRUST_PROXY)
   if ('error' in trustProxy) throw new ConfigError('TRUST_PROXY', trustProxy.error)
   input.TRUST_PROXY = trustProxy.value

@@ -111,3 +111,14 @@ test('a refused secret is named, never quoted: the error says why and how long t
   // Other values are quoted, to show what was wrong.
   assert.throws(() => loadConfig({ PORT: 'eighty' }), /eighty/)
 })
+
+test('.env.example lists every setting once, with its default', async () => {
+  const { readFile } = await import('node:fs/promises')
+  const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
+  const listed = [...text.matchAll(/^# ([A-Z][A-Z0-9_]+)=(.*)$/gm)].map(([, key, value]) => [key!, value!] as const)
+  assert.deepEqual(listed.map(([key]) => key).sort(), Object.keys(ConfigSchema.properties).sort())
+  for (const [key, value] of listed) {
+    const d = (ConfigSchema.properties as Record<string, { default?: unknown }>)[key]!.default
+    assert.equal(value, d === undefined ? '' : String(d), key)
+  }
+})

@@ -57,7 +57,13 @@ const audit: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/api/v1/audit', {
     config: auditors,
     preHandler,
-    schema: { tags: ['audit'], querystring: EventsQuery, response: { 200: EventsPage } }
+    schema: {
+      tags: ['audit'],
+      operationId: 'listAuditEvents',
+      summary: 'List the tenant\'s audit events',
+      querystring: EventsQuery,
+      response: { 200: EventsPage }
+    }
   }, async (request) => views.events(request.withTenant, request.tenant!.id, request.query))
 
   fastify.get('/api/v1/audit/verify', {
@@ -65,6 +71,8 @@ const audit: FastifyPluginAsyncTypebox = async (fastify) => {
     preHandler,
     schema: {
       tags: ['audit'],
+      operationId: 'verifyAuditChain',
+      summary: 'Verify the tenant\'s audit chain',
       description: 'Walks the chain (audit_log unless ?chain=tenant_operation_log) and holds it to the stored signed checkpoints.',
       querystring: Type.Object({ chain: Type.Optional(TenantChain) }, strict),
       response: { 200: Verification }
@@ -78,6 +86,8 @@ const audit: FastifyPluginAsyncTypebox = async (fastify) => {
     preHandler,
     schema: {
       tags: ['audit'],
+      operationId: 'verifyAuditCheckpoint',
+      summary: 'Verify a signed audit checkpoint',
       body: Type.Object({ checkpoints: Type.Array(CheckpointInput, { minItems: 1, maxItems: 100 }) }, strict),
       response: { 200: Type.Object({ valid: Type.Boolean(), chains: Type.Array(Verification) }) }
     }
@@ -88,6 +98,8 @@ const audit: FastifyPluginAsyncTypebox = async (fastify) => {
     preHandler,
     schema: {
       tags: ['audit'],
+      operationId: 'getAuditCheckpoint',
+      summary: 'Get a signed audit checkpoint',
       description: 'Signs the current heads of this tenant\'s chains (or returns the stored checkpoint that already covers them). ' +
         'Keep it: a later POST /api/v1/audit/verify with it exposes a truncated or recomputed chain.',
       response: {

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import { DateTime, NoContent, PageLimit, Role, strict, Uuid } from '../schemas.js'
 import type { FastifyRequest } from 'fastify'
 import { PASSWORD_MAX, PASSWORD_MIN } from '../../infra/passwords.js'
@@ -17,7 +17,10 @@ export const SessionEnvelope = Type.Object({
   user: Type.Object({ id: Uuid, email: Type.String() }),
   tenant: Type.Union([Type.Object({ id: Uuid, name: Type.String(), slug: Type.String(), role: Role }), Type.Null()]),
   session: Type.Object({ id: Uuid })
-})
+}, { $id: 'SessionEnvelope' })
+/** The envelope by reference: one named schema (addSchema below) for the serializer and the document. */
+const sessionResponse = (description: string) =>
+  Type.Unsafe<Static<typeof SessionEnvelope>>(Type.Ref(`${SessionEnvelope.$id}#`, { description }))
 
 const SessionList = Type.Object({
   sessions: Type.Array(Type.Object({
@@ -37,6 +40,7 @@ const meta = (request: FastifyRequest) => ({ ip: request.ip, userAgent: request.
 /** Sign-up, login, refresh, logout, sessions and password (docs/auth.md). */
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   const { accounts, config } = fastify
+  fastify.addSchema(SessionEnvelope)
   // Stricter per-IP limits on the credential routes (with a strict per-process fallback when
   // Redis is down). Login and the current password are also limited per (account, client) and
   // per account, in Postgres (services/login-throttle.ts).
@@ -48,8 +52,10 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: false, rateLimit: perIp },
     schema: {
       tags: ['auth'],
+      operationId: 'signup',
+      summary: 'Create an account and its tenant',
       body: Type.Object({ email: Email, password: Password, tenantName: TenantName }, strict),
-      response: { 201: SessionEnvelope }
+      response: { 201: sessionResponse('The new account\'s session, in its new tenant') }
     }
   }, async (request, reply) => reply.code(201).send(await accounts.signup(request.body, meta(request))))
 
@@ -57,13 +63,15 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: false, rateLimit: perIp },
     schema: {
       tags: ['auth'],
+      operationId: 'login',
+      summary: 'Log in',
       body: Type.Object({
         email: Email,
         // Any length is checked against the stored hash; only the upper bound protects the server.
         password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX }),
         tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'tenant id or slug' }))
       }, strict),
-      response: { 200: SessionEnvelope }
+      response: { 200: sessionResponse('A new session') }
     }
   }, async (request) => accounts.login(request.body, meta(request)))
 
@@ -71,14 +79,21 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: false, rateLimit: perIp },
     schema: {
       tags: ['auth'],
+      operationId: 'refreshSession',
+      summary: 'Exchange a refresh token for new tokens',
       body: Type.Object({ refreshToken: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
-      response: { 200: SessionEnvelope }
+      response: { 200: sessionResponse('The session with new tokens (the refresh token rotates)') }
     }
   }, async (request) => accounts.refresh(request.body.refreshToken, meta(request)))
 
   fastify.post('/api/v1/auth/logout', {
     config: { auth: 'session' },
-    schema: { tags: ['auth'], response: { 204: NoContent } }
+    schema: {
+      tags: ['auth'],
+      operationId: 'logout',
+      summary: 'End the current session',
+      response: { 204: NoContent }
+    }
   }, async (request, reply) => {
     await accounts.logout(request.auth!)
     return reply.code(204).send(null)
@@ -88,6 +103,8 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: 'session' },
     schema: {
       tags: ['auth'],
+      operationId: 'listSessions',
+      summary: 'List the caller\'s sessions',
       description: 'The caller\'s live sessions, newest first, a page at a time.',
       querystring: Type.Object({
         limit: PageLimit(100, 50),
@@ -99,7 +116,13 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.delete('/api/v1/auth/sessions/:id', {
     config: { auth: 'session' },
-    schema: { tags: ['auth'], params: Type.Object({ id: Type.String({ maxLength: 64 }) }), response: { 204: NoContent } }
+    schema: {
+      tags: ['auth'],
+      operationId: 'revokeSession',
+      summary: 'Revoke one of the caller\'s sessions',
+      params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+      response: { 204: NoContent }
+    }
   }, async (request, reply) => {
     await accounts.revokeSession(request.auth!, request.params.id)
     return reply.code(204).send(null)
@@ -109,6 +132,8 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: 'session', rateLimit: perIp },
     schema: {
       tags: ['auth'],
+      operationId: 'changePassword',
+      summary: 'Change the caller\'s password',
       body: Type.Object({ currentPassword: Type.String({ minLength: 1, maxLength: PASSWORD_MAX }), newPassword: Password }, strict),
       response: { 204: NoContent }
     }

@@ -20,12 +20,20 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/api/v1/entitlements', {
     schema: {
       tags: ['entitlements'],
+      operationId: 'getEntitlements',
+      summary: 'Get the tenant\'s entitlements',
       response: { 200: Type.Object({ plan: Type.String(), lifecycle: Lifecycle, features: Type.Record(Type.String(), Decision) }) }
     }
   }, async (request) => (await engine.snapshot(request.tenant!.id, request.withTenant))!)
 
   fastify.get('/api/v1/entitlements/check', {
-    schema: { tags: ['entitlements'], querystring: Type.Object({ feature: Feature }, strict), response: { 200: Check } }
+    schema: {
+      tags: ['entitlements'],
+      operationId: 'checkEntitlement',
+      summary: 'Check one feature',
+      querystring: Type.Object({ feature: Feature }, strict),
+      response: { 200: Check }
+    }
   }, async (request) => ({
     feature: request.query.feature, ...await engine.check(request.tenant!.id, request.query.feature, request.withTenant)
   }))
@@ -35,6 +43,8 @@ const entitlements: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { lifecycle: 'read' },
     schema: {
       tags: ['entitlements'],
+      operationId: 'checkEntitlements',
+      summary: 'Check several features',
       body: Type.Object({ features: Type.Array(Feature, { minItems: 1, maxItems: FEATURES.length, uniqueItems: true }) }, strict),
       response: { 200: Type.Object({ results: Type.Array(Check) }) }
     }

@@ -17,13 +17,23 @@ const Readiness = Type.Object({
 /** Probes: liveness never depends on anything; readiness reports readiness. */
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', {
-    schema: { tags: ['probes'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
+    schema: {
+      tags: ['probes'],
+      operationId: 'getLiveness',
+      summary: 'Liveness probe',
+      response: { 200: Type.Object({ status: Type.Literal('ok') }) }
+    },
     config: { probe: true, auth: false, rateLimit: false },
     logLevel: 'warn'
   }, async () => ({ status: 'ok' as const }))
 
   fastify.get('/api/v1/health', {
-    schema: { tags: ['probes'], response: { 200: Readiness, 503: Readiness } },
+    schema: {
+      tags: ['probes'],
+      operationId: 'getReadiness',
+      summary: 'Readiness probe',
+      response: { 200: Readiness, 503: Readiness }
+    },
     config: { probe: true, auth: false, rateLimit: false },
     logLevel: 'warn'
   }, async (_request, reply) => {

@@ -18,6 +18,10 @@ const internalCron: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: false },
     schema: {
       tags: ['internal'],
+      operationId: 'runCronJob',
+      summary: 'Run a scheduled job (external scheduler)',
+      // Not a session: the scheduler sends Authorization: Bearer <CRON_SECRET>.
+      security: [{ cronSecret: [] }],
       params: Type.Object({ job: Type.String({ maxLength: 64 }) }),
       response: {
         200: Type.Object({

@@ -11,6 +11,8 @@ const operatorAudit: FastifyPluginAsyncTypebox = async (fastify) => {
     config: operator,
     schema: {
       tags: ['operator'],
+      operationId: 'verifyAllAuditChains',
+      summary: 'Verify every tenant\'s audit chain',
       description: 'Walks every chain (the operator chain, then each tenant\'s two) against its stored signed checkpoints.',
       response: { 200: Type.Object({ valid: Type.Boolean(), chains: Type.Array(Verification) }) }
     }
@@ -18,7 +20,13 @@ const operatorAudit: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/v1/operator/audit/events', {
     config: operator,
-    schema: { tags: ['operator'], querystring: EventsQuery, response: { 200: EventsPage } }
+    schema: {
+      tags: ['operator'],
+      operationId: 'listOperatorAuditEvents',
+      summary: 'List the operators\' audit events',
+      querystring: EventsQuery,
+      response: { 200: EventsPage }
+    }
   }, async (request) => views.operatorEvents(request.query))
 }
 

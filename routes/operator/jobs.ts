@@ -21,6 +21,8 @@ const operatorJobs: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { auth: 'operator' },
     schema: {
       tags: ['operator'],
+      operationId: 'listJobs',
+      summary: 'List the scheduled jobs',
       querystring: Type.Object({ job: Type.Optional(Type.String({ maxLength: 64, pattern: NoNul })), limit: PageLimit(500, 100) }, strict),
       response: { 200: Type.Object({ runs: Type.Array(Run) }) }
     }

@@ -29,6 +29,8 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
     config: operator,
     schema: {
       tags: ['operator'],
+      operationId: 'listTenants',
+      summary: 'List tenants',
       querystring: Type.Object({ cursor: Type.Optional(Type.String({ maxLength: 64 })), limit: PageLimit(200, 50) }, strict),
       response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: Type.Union([Type.String(), Type.Null()]) }) }
     }
@@ -36,13 +38,22 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.put('/api/v1/operator/tenants/:id/plan', {
     config: operator,
-    schema: { tags: ['operator'], params: Params, body: Type.Object({ plan: Plan }, strict), response: { 200: Tenant } }
+    schema: {
+      tags: ['operator'],
+      operationId: 'setTenantPlan',
+      summary: 'Set a tenant\'s plan',
+      params: Params,
+      body: Type.Object({ plan: Plan }, strict),
+      response: { 200: Tenant }
+    }
   }, async (request) => admin.setPlan(request.auth!, request.params.id, request.body.plan))
 
   fastify.put('/api/v1/operator/tenants/:id/contract', {
     config: operator,
     schema: {
       tags: ['operator'],
+      operationId: 'setTenantContract',
+      summary: 'Set a tenant\'s contract overrides',
       params: Params,
       body: Type.Object({
         features: ContractFeatures, startsAt: Type.String({ format: 'date-time' }), endsAt: Type.String({ format: 'date-time' })
@@ -53,7 +64,13 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.delete('/api/v1/operator/tenants/:id/contract', {
     config: operator,
-    schema: { tags: ['operator'], params: Params, response: { 204: NoContent } }
+    schema: {
+      tags: ['operator'],
+      operationId: 'deleteTenantContract',
+      summary: 'Remove a tenant\'s contract overrides',
+      params: Params,
+      response: { 204: NoContent }
+    }
   }, async (request, reply) => {
     await admin.deleteContract(request.auth!, request.params.id)
     return reply.code(204).send(null)
@@ -61,7 +78,14 @@ const operatorTenants: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/api/v1/operator/tenants/:id/lifecycle', {
     config: operator,
-    schema: { tags: ['operator'], params: Params, body: Type.Object({ to: Lifecycle }, strict), response: { 200: Tenant } }
+    schema: {
+      tags: ['operator'],
+      operationId: 'changeTenantLifecycle',
+      summary: 'Move a tenant to a lifecycle state',
+      params: Params,
+      body: Type.Object({ to: Lifecycle }, strict),
+      response: { 200: Tenant }
+    }
   }, async (request) => admin.transition(request.auth!, request.params.id, request.body.to))
 }
 

@@ -23,10 +23,20 @@ const recorder: FastifyPluginAsync = async (fastify) => {
     config: { auth: false },
     schema: {
       tags: ['recordings'],
+      operationId: 'getRecorderScript',
+      summary: 'The browser recorder script',
       description: 'The browser recorder script (docs/recording.md). Cached five minutes, then revalidated by ETag.',
       response: {
-        200: { description: 'the script', content: { 'text/javascript': { schema: Type.String() } } },
-        304: { description: 'not modified (If-None-Match matched)', type: 'null' }
+        200: {
+          description: 'the script',
+          headers: { ETag: { type: 'string', description: 'the script\'s ETag: send it back as If-None-Match' } },
+          content: { 'text/javascript': { schema: Type.String() } }
+        },
+        304: {
+          description: 'not modified (If-None-Match matched)',
+          type: 'null',
+          headers: { ETag: { type: 'string', description: 'the script\'s ETag' } }
+        }
       }
     }
   }, async (request, reply) => {

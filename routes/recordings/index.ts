@@ -45,6 +45,8 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
     preValidation: fastify.requireFeature('recording_mode'),
     schema: {
       tags: ['recordings'],
+      operationId: 'recordEvents',
+      summary: 'Record a batch of events',
       body: Type.Object({
         events: Type.Array(Type.Object({
           id: Uuid,
@@ -53,6 +55,8 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
           occurredAt: Type.String({ format: 'date-time' }),
           payload: Type.Unsafe<Record<string, unknown>>({
             type: 'object',
+            // Any members: without this a generated client types the payload as an empty object.
+            additionalProperties: true,
             description: `any JSON object, at most RECORDING_MAX_PAYLOAD_BYTES (${config.RECORDING_MAX_PAYLOAD_BYTES}) bytes as JSON`
           })
         }, strict), { minItems: 1, maxItems: config.RECORDING_MAX_BATCH_EVENTS })
@@ -108,6 +112,8 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/api/v1/recordings', {
     schema: {
       tags: ['recordings'],
+      operationId: 'listRecordings',
+      summary: 'List recordings',
       querystring: Type.Object(Page, strict),
       response: {
         200: Type.Object({
@@ -121,6 +127,8 @@ const recordings: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/api/v1/recordings/:recordingId/events', {
     schema: {
       tags: ['recordings'],
+      operationId: 'listRecordingEvents',
+      summary: 'List a recording\'s events',
       params: Type.Object({ recordingId: RecordingId }),
       querystring: Type.Object(Page, strict),
       response: { 200: Type.Object({ events: Type.Array(Event), nextCursor: NextCursor }) }

@@ -13,6 +13,8 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { tenantRead: TENANT_READS.tenant },
     schema: {
       tags: ['tenant'],
+      operationId: 'getTenant',
+      summary: 'Get the current tenant',
       response: {
         200: Type.Object({
           id: Uuid, name: Type.String(), slug: Type.String(), plan: Type.String(), lifecycle: Type.String(), createdAt: DateTime
@@ -23,13 +25,20 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/v1/tenant/members', {
     config: { tenantRead: TENANT_READS.members },
-    schema: { tags: ['tenant'], response: { 200: Type.Object({ members: Type.Array(Member) }) } }
+    schema: {
+      tags: ['tenant'],
+      operationId: 'getTenantMembers',
+      summary: 'List the tenant\'s members',
+      response: { 200: Type.Object({ members: Type.Array(Member) }) }
+    }
   }, async (request) => ({ members: await tenants.members(request.tenant!.id, request.withTenant, request.tenantRead) }))
 
   fastify.post('/api/v1/tenant/members', {
     config: { roles: ['owner', 'admin'] },
     schema: {
       tags: ['tenant'],
+      operationId: 'addTenantMember',
+      summary: 'Add a member to the tenant',
       body: Type.Object({ email: Type.String({ format: 'email', maxLength: 254 }), role: Role }, strict),
       response: { 201: Member }
     }
@@ -39,6 +48,8 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { roles: ['owner', 'admin'] },
     schema: {
       tags: ['tenant'],
+      operationId: 'updateTenantMember',
+      summary: 'Change a member\'s role',
       params: Type.Object({ userId: Type.String({ maxLength: 64 }) }),
       body: Type.Object({ role: Role }, strict),
       response: { 200: Member }
@@ -46,7 +57,13 @@ const tenant: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => tenants.changeRole(request.auth!, request.params.userId, request.body.role))
 
   fastify.delete('/api/v1/tenant/members/:userId', {
-    schema: { tags: ['tenant'], params: Type.Object({ userId: Type.String({ maxLength: 64 }) }), response: { 204: NoContent } }
+    schema: {
+      tags: ['tenant'],
+      operationId: 'removeTenantMember',
+      summary: 'Remove a member from the tenant',
+      params: Type.Object({ userId: Type.String({ maxLength: 64 }) }),
+      response: { 204: NoContent }
+    }
   }, async (request, reply) => {
     await tenants.removeMember(request.auth!, request.params.userId)
     return reply.code(204).send(null)
