@@ -164,7 +164,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     const key = first.path.replace(/^\//, '') || '(config)'
     // A secret's value never reaches the message (it goes to logs and terminals).
     const got = /SECRET|PASSWORD|KEY|_URL$/.test(key) ? `a value of ${String(first.value).length} characters` : JSON.stringify(first.value)
-    throw new ConfigError(key, `${first.message.replace(/^Expected/, 'expected')} (got ${got})`)
+    // A union of literals (NODE_ENV, LOG_LEVEL) says which values it takes, not "expected union value".
+    const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]
+    const choices = (schema?.anyOf as TSchema[] | undefined)?.every(s => 'const' in s)
+      ? (schema!.anyOf as TSchema[]).map(s => JSON.stringify(s.const)).join(', ')
+      : null
+    const reason = choices ? `must be one of ${choices}` : first.message.replace(/^Expected/, 'expected')
+    throw new ConfigError(key, `${reason} (got ${got})`)
   }
   const config = withDefaults as Static<typeof ConfigSchema>
   for (const key of ['DATABASE_URL', 'DATABASE_DIRECT_URL', 'MIGRATION_DATABASE_URL'] as const) {

@@ -46,7 +46,14 @@ async function main () {
   try {
     await app.listen({ port: config.PORT, host: config.HOST })
   } catch (err) {
-    log.error({ err }, 'could not listen')
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      // One line that says what to do; the shutdown that follows has nothing to add (a readiness
+      // round cut short by it would only log failures that are not the cause).
+      process.stderr.write(`port ${config.PORT} on ${config.HOST} is in use: stop what holds it, or set PORT to another port\n`)
+      log.level = 'silent'
+    } else {
+      log.error({ err }, 'could not listen')
+    }
     await app.close()
     await embedded?.stop()
     process.exit(1)

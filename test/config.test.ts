@@ -122,3 +122,10 @@ test('.env.example lists every setting once, with its default', async () => {
     assert.equal(value, d === undefined ? '' : String(d), key)
   }
 })
+
+test('a setting with a fixed set of values names them when it is given another', () => {
+  assert.throws(() => loadConfig({ LOG_LEVEL: 'loud' }),
+    (err: Error) => err instanceof ConfigError && err.message.includes('LOG_LEVEL must be one of "fatal", "error", "warn", "info"') &&
+      err.message.includes('(got "loud")'))
+  assert.throws(() => loadConfig({ NODE_ENV: 'prod' }), /NODE_ENV must be one of "development", "production", "test" \(got "prod"\)/)
+})

@@ -48,3 +48,19 @@ test('npm start path: embedded postgres under DATA_DIR, ready, clean SIGTERM; da
   assert.ok(!second.lines.some(l => l.msg === 'initialising embedded postgres (first start)'), 'the cluster is reused')
   assert.ok(!second.lines.some(l => l.msg === 'migration applied'), 'migrations were kept')
 })
+
+test('a port in use: one line on stderr saying so, nothing else logged as failing, exit 1', { timeout: 120_000 }, async () => {
+  const holder = net.createServer()
+  const port = await freePort()
+  await new Promise<void>(resolve => holder.listen(port, '127.0.0.1', resolve))
+  after(() => new Promise(resolve => holder.close(resolve)))
+  const server = await spawnServer({
+    NODE_ENV: 'production', HOST: '127.0.0.1', DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort), PORT: String(port)
+  })
+  const { code } = await server.exited
+  assert.equal(code, 1)
+  assert.deepEqual(server.stderr().trim().split('\n'),
+    [`port ${port} on 127.0.0.1 is in use: stop what holds it, or set PORT to another port`])
+  assert.deepEqual(server.lines.filter(l => Number(l.level) >= 40).map(l => l.msg), [], 'no warning or error logged')
+  assert.equal(await portOpen(pgPort), false, 'the embedded postgres was stopped')
+})
