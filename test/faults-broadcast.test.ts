@@ -1,4 +1,4 @@
-// Issue 11, item 5: the entitlement broadcast listener's backend killed repeatedly.
+// The entitlement broadcast listener's backend killed repeatedly.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { SessionEnvelope } from '../services/accounts.js'

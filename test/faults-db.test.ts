@@ -1,4 +1,4 @@
-// Issue 11, items 1 and 3: the pool's connections killed under load, and a slow Postgres.
+// The pool's connections killed under load, and a slow Postgres.
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'

@@ -1,4 +1,4 @@
-// Issue 11, item 7: one tenant floods at 10× its limit; the others do not notice. Counts only:
+// One tenant floods at 10× its limit; the others do not notice. Counts only:
 // what the flood does to the neighbours' latency is measured by the bench, not asserted here.
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'

@@ -1,4 +1,4 @@
-// Issue 11, item 2: Postgres restarted (`pg_ctl restart -m fast`) under 100 writers.
+// Postgres restarted (`pg_ctl restart -m fast`) under 100 writers.
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import type net from 'node:net'

@@ -1,4 +1,4 @@
-// Issue 11, item 4: Redis killed, or hung, under load on two replicas that share it. The
+// Redis killed, or hung, under load on two replicas that share it. The
 // behaviour under test is docs/rate-limits.md's "When Redis is down".
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'

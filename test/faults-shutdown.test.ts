@@ -1,4 +1,4 @@
-// Issue 11, item 6 (one process): SIGTERM to a real server process (server.ts, as a replica
+// SIGTERM to a real server process (server.ts, as a replica
 // runs it) while load flows and slow requests are in flight. The rolling restart of three
 // replicas behind the balancer is in test/cluster.test.ts.
 import assert from 'node:assert/strict'

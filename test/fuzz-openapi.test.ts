@@ -1,4 +1,4 @@
-// Issue 11, item 8: bad input at scale. Requests are generated from the OpenAPI document, for
+// Bad input at scale. Requests are generated from the OpenAPI document, for
 // every operation, as two tenants (an owner and a member of A, the owner of B), an operator,
 // the cron caller and callers with no or broken credentials. Half are valid as far as the
 // schema can say, half are broken on purpose. Every response must be documented for its

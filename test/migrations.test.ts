@@ -45,12 +45,41 @@ test('an applied migration that was edited is refused with a clear error', async
   const db = await createTestDatabase({ empty: true })
   const dir = await migrationsWithCounter()
   await migrate(db.ownerUrl, undefined, dir)
-  await appendFile(path.join(dir, '9001_counter.sql'), '\n-- an innocent-looking edit\n')
+  await appendFile(path.join(dir, '9001_counter.sql'), '\nSELECT 1; -- an innocent-looking edit\n')
   await assert.rejects(migrate(db.ownerUrl, undefined, dir), (err: unknown) => {
     assert.ok(err instanceof MigrationError)
     assert.match(err.message, /9001_counter\.sql was edited after it was applied/)
     return true
   })
+})
+
+test('a comment corrected in an applied migration is not an edit; a database checksummed over whole files is carried over', async () => {
+  const db = await createTestDatabase({ empty: true })
+  const dir = await migrationsWithCounter()
+  await migrate(db.ownerUrl, undefined, dir)
+  await appendFile(path.join(dir, '9001_counter.sql'), '\n-- a corrected explanation\n\n')
+  assert.deepEqual(await migrate(db.ownerUrl, undefined, dir), [], 'accepted, and nothing runs again')
+  const [{ n }] = await queryOnce<{ n: number }>(db.ownerUrl, 'SELECT count(*)::int AS n FROM migration_runs') as [{ n: number }]
+  assert.equal(n, 1)
+
+  // A database migrated when the checksum covered the whole file: the released files' sums
+  // are accepted, and migrate rewrites them to today's.
+  const whole = await createTestDatabase({ empty: true })
+  await migrate(whole.ownerUrl)
+  const client = new pg.Client({ connectionString: whole.ownerUrl })
+  await client.connect()
+  try {
+    const released = 'db19765b5109b3e262dd82647fc8718325d3a736d7d4857d05ec3248e0f88260' // 0005 as a whole file, before its comment fix
+    await client.query('UPDATE schema_migrations SET checksum = $1 WHERE version = 5', [released])
+    assert.deepEqual(await pendingMigrations(client, await loadMigrations()), [])
+    assert.deepEqual(await migrate(whole.ownerUrl), [])
+    const { rows: [row] } = await client.query('SELECT checksum FROM schema_migrations WHERE version = 5')
+    assert.equal(row.checksum, (await loadMigrations()).find(m => m.version === 5)!.checksum)
+    await client.query("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 5")
+    await assert.rejects(pendingMigrations(client, await loadMigrations()), /0005_recordings\.sql was edited after it was applied/)
+  } finally {
+    await client.end()
+  }
 })
 
 test('a failing migration is rolled back whole and not recorded', async () => {

@@ -39,7 +39,7 @@ CREATE POLICY tenant_isolation ON recording_events
   WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
 
 -- The ingest: a batch in one round trip (round trips are the hot path's cost, see
--- PERFORMANCE-NOTES), instead of BEGIN + set_config, INSERT, COMMIT. Called on its own, the
+-- docs/performance.md), instead of BEGIN + set_config, INSERT, COMMIT. Called on its own, the
 -- call is its own transaction, so the transaction-local tenant setting ends with it; inside a
 -- caller's transaction it sets that transaction's tenant. The rows come out of one JSON
 -- document; the primary key turns every event already stored (a retry, or one id twice in the
